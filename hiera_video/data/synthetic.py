@@ -1,0 +1,342 @@
+"""Synthetic videos and images for tests, examples and smoke training runs.
+
+Everything here writes *real* encoded files (H.264 MP4 through PyAV's libx264, VP9 WebM through libvpx-vp9,
+PNG through Pillow) so that the code paths under test are the ones used on real datasets: demuxing, B-frames,
+GOPs, colour conversion.
+
+* :func:`write_video` encodes a ``uint8 [T, H, W, 3]`` RGB array.
+* :func:`make_motion_dataset` writes a labelled video set where the label is the direction in which a bright
+  textured square moves over a noisy background. The start position is random, so a single frame carries no
+  information about the label: a model has to look at time to solve it.
+* :func:`make_image_dataset` writes a tiny class-per-folder image set (shape classes) for the 2D configs.
+
+All generators are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "MOTION_CLASSES",
+    "SHAPE_CLASSES",
+    "SyntheticSplits",
+    "make_image_dataset",
+    "make_motion_dataset",
+    "make_motion_frames",
+    "make_shape_image",
+    "write_video",
+]
+
+MOTION_CLASSES: tuple[str, ...] = ("left", "right", "up", "down")
+SHAPE_CLASSES: tuple[str, ...] = ("square", "circle", "triangle")
+
+# (dy, dx) unit steps for each motion direction, in image coordinates (y grows downwards).
+_DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (0, -1),
+    "right": (0, 1),
+    "up": (-1, 0),
+    "down": (1, 0),
+    "still": (0, 0),
+}
+
+_CODECS: dict[str, tuple[str, str]] = {
+    # user-facing name -> (PyAV encoder name, default container extension)
+    "h264": ("libx264", ".mp4"),
+    "vp9": ("libvpx-vp9", ".webm"),
+    "mpeg4": ("mpeg4", ".mp4"),
+}
+
+
+class SyntheticSplits(NamedTuple):
+    """What the dataset generators return.
+
+    ``paths`` maps a split name to the list file (videos) or the class-per-folder directory (images);
+    ``classes`` is the class-name list whose position is the label index.
+    """
+
+    paths: dict[str, Path]
+    classes: list[str]
+
+
+def _as_uint8_video(frames: object) -> np.ndarray:
+    """Convert a numpy array or torch tensor ``[T, H, W, 3]`` to a contiguous uint8 numpy array."""
+    if hasattr(frames, "detach"):  # torch.Tensor without importing torch here
+        frames = frames.detach().cpu().numpy()  # type: ignore[attr-defined]
+    array = np.asarray(frames)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [T, H, W, 3], got {tuple(array.shape)}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {array.dtype}")
+    if array.shape[0] == 0:
+        raise ValueError("cannot write a video with zero frames")
+    return np.ascontiguousarray(array)
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: object,
+    fps: float = 30,
+    codec: str = "h264",
+    gop_size: int = 12,
+    max_b_frames: int = 2,
+    crf: int | None = None,
+    preset: str = "veryfast",
+) -> Path:
+    """Encode RGB frames into a real video file with PyAV.
+
+    Args:
+        path: output file; the container (MP4, WebM, MKV...) is chosen by FFmpeg from the extension.
+        frames: uint8 array or tensor ``[T, H, W, 3]`` (RGB). ``H`` and ``W`` must be even because the
+            output is 4:2:0 chroma-subsampled (``yuv420p``).
+        fps: frame rate; may be fractional (e.g. ``30000 / 1001``).
+        codec: ``"h264"`` (libx264), ``"vp9"`` (libvpx-vp9) or ``"mpeg4"``.
+        gop_size: maximum distance between key frames. Short GOPs make seeking cheap.
+        max_b_frames: maximum consecutive B-frames (H.264 / MPEG-4 only; VP9 has no B-frames but uses
+            hidden alt-ref frames, which exercise the same out-of-order decoding).
+        crf: constant rate factor (quality; lower is better). ``None`` keeps the encoder default.
+        preset: libx264 speed preset. B-frames and GOP size are set explicitly after the preset, so even
+            ``"ultrafast"`` keeps them.
+
+    Returns:
+        The path written.
+    """
+    import av
+
+    if codec not in _CODECS:
+        raise ValueError(f"unknown codec {codec!r}; expected one of {sorted(_CODECS)}")
+    array = _as_uint8_video(frames)
+    num_frames, height, width, _ = array.shape
+    if height % 2 or width % 2:
+        raise ValueError(f"yuv420p needs even height and width, got {height}x{width}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    rate = Fraction(fps).limit_denominator(1001)
+    encoder_name, _ = _CODECS[codec]
+    options: dict[str, str] = {}
+    if codec == "h264":
+        options["preset"] = preset
+        # Keep key frames exactly where gop_size says (no scene-cut keyframes) so tests know the GOP layout.
+        options["x264-params"] = f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0"
+        if crf is not None:
+            options["crf"] = str(crf)
+    elif codec == "vp9":
+        # "good" + cpu-used 8 is the fastest non-realtime mode; realtime would drop the alt-ref frames.
+        options.update({"deadline": "good", "cpu-used": "8", "row-mt": "0"})
+        if crf is not None:
+            options.update({"crf": str(crf), "b": "0"})
+    elif codec == "mpeg4" and crf is not None:
+        options["qscale"] = str(max(1, min(31, crf)))
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(encoder_name, rate=rate, options=options)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1) / rate
+        stream.codec_context.gop_size = gop_size
+        if codec != "vp9":
+            stream.codec_context.max_b_frames = max_b_frames
+        for index in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(array[index], format="rgb24")
+            frame.pts = index
+            frame.time_base = Fraction(1) / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):  # flush delayed (B / alt-ref) frames
+            container.mux(packet)
+    return path
+
+
+def make_motion_frames(
+    direction: str,
+    num_frames: int = 16,
+    size: tuple[int, int] = (48, 64),
+    rng: np.random.Generator | None = None,
+    square_size: int | None = None,
+    speed: float | None = None,
+    noise_std: float = 8.0,
+) -> np.ndarray:
+    """Render one clip of a textured bright square moving in ``direction`` over a noisy background.
+
+    Args:
+        direction: one of ``left``, ``right``, ``up``, ``down`` (or ``still``).
+        num_frames: number of frames ``T``.
+        size: ``(H, W)``.
+        rng: random generator (start position, textures, noise).
+        square_size: side of the square in pixels; default a quarter of the short side.
+        speed: pixels per frame; default so that the square travels about half of the free space.
+
+    Returns:
+        uint8 array ``[T, H, W, 3]``.
+    """
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; expected one of {sorted(_DIRECTIONS)}")
+    rng = rng if rng is not None else np.random.default_rng()
+    height, width = size
+    side = square_size if square_size is not None else max(4, min(height, width) // 4)
+    dy, dx = _DIRECTIONS[direction]
+    free_extent = (height - side) if dy else (width - side)
+    steps = max(num_frames - 1, 1)
+    if speed is None:
+        speed = max(1.0, free_extent / (2 * steps))
+    travel = int(round(speed * steps)) if (dy or dx) else 0
+    if travel > free_extent:
+        raise ValueError(f"square of side {side} cannot travel {travel} px inside a {height}x{width} frame")
+
+    # Start position drawn so that the whole trajectory stays inside the frame.
+    y_range = height - side - (travel if dy else 0)
+    x_range = width - side - (travel if dx else 0)
+    y0 = int(rng.integers(0, y_range + 1)) + (travel if dy < 0 else 0)
+    x0 = int(rng.integers(0, x_range + 1)) + (travel if dx < 0 else 0)
+
+    background = rng.integers(0, 120, size=(height, width, 3), dtype=np.uint8)
+    # A checkerboard of two random bright colours makes the square "textured" so motion is visible inside it.
+    colours = rng.integers(170, 256, size=(2, 3), dtype=np.uint8)
+    checker = (np.add.outer(np.arange(side), np.arange(side)) // 2) % 2
+    square = colours[checker]
+
+    video = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        noise = rng.normal(0.0, noise_std, size=(height, width, 3))
+        frame = np.clip(background.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        y = y0 + int(round(dy * speed * t))
+        x = x0 + int(round(dx * speed * t))
+        frame[y : y + side, x : x + side] = square
+        video[t] = frame
+    return video
+
+
+def _count_for_split(num_per_class: int | Mapping[str, int], split: str) -> int:
+    if isinstance(num_per_class, Mapping):
+        return int(num_per_class[split])
+    return int(num_per_class)
+
+
+def make_motion_dataset(
+    root: str | os.PathLike[str],
+    num_videos_per_class: int | Mapping[str, int] = 8,
+    num_frames: int = 16,
+    size: tuple[int, int] = (48, 64),
+    fps: float = 30,
+    seed: int = 0,
+    classes: Sequence[str] = MOTION_CLASSES,
+    splits: Sequence[str] = ("train", "val"),
+    codec: str = "h264",
+    gop_size: int = 8,
+    max_b_frames: int = 2,
+) -> SyntheticSplits:
+    """Write a labelled motion-direction video dataset.
+
+    Layout (class-per-folder per split, plus ``path label`` list files that the list-file dataset reads)::
+
+        root/train/<class>/<class>_00000.mp4
+        root/val/<class>/...
+        root/train.txt      # "train/left/left_00000.mp4 0" (paths relative to root)
+        root/val.txt
+        root/classes.txt    # one class name per line, line number = label
+
+    Args:
+        root: output directory.
+        num_videos_per_class: videos per class, an int for every split or a ``{split: count}`` mapping.
+        num_frames: frames per video.
+        size: ``(H, W)``, both even.
+        fps: frame rate written into the container.
+        seed: everything (positions, textures, noise) is a function of the seed.
+        classes: motion directions to use, in label order.
+        splits: split names; each gets its own folder and list file.
+        codec: ``"h264"`` (``.mp4``) or ``"vp9"`` (``.webm``).
+
+    Returns:
+        ``SyntheticSplits(paths={split: list_file}, classes=[...])``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    extension = _CODECS[codec][1]
+    class_names = list(classes)
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in class_names))
+    list_files: dict[str, Path] = {}
+    for split_index, split in enumerate(splits):
+        lines: list[str] = []
+        for label, name in enumerate(class_names):
+            for video_index in range(_count_for_split(num_videos_per_class, split)):
+                # One independent stream per video so that adding splits or classes does not change others.
+                rng = np.random.default_rng([seed, split_index, label, video_index])
+                frames = make_motion_frames(name, num_frames=num_frames, size=size, rng=rng)
+                relative = Path(split) / name / f"{name}_{video_index:05d}{extension}"
+                write_video(
+                    root / relative, frames, fps=fps, codec=codec, gop_size=gop_size, max_b_frames=max_b_frames
+                )
+                lines.append(f"{relative.as_posix()} {label}\n")
+        list_file = root / f"{split}.txt"
+        list_file.write_text("".join(lines))
+        list_files[split] = list_file
+    return SyntheticSplits(paths=list_files, classes=class_names)
+
+
+def make_shape_image(
+    shape: str, size: tuple[int, int] = (32, 32), rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Render one ``uint8 [H, W, 3]`` image of a filled ``square``, ``circle`` or ``triangle`` on noise.
+
+    Colour, position and scale are random so only the shape identifies the class.
+    """
+    if shape not in SHAPE_CLASSES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPE_CLASSES}")
+    rng = rng if rng is not None else np.random.default_rng()
+    height, width = size
+    image = rng.integers(0, 100, size=(height, width, 3), dtype=np.uint8)
+    radius = rng.uniform(0.2, 0.35) * min(height, width)
+    cy = rng.uniform(radius, height - radius)
+    cx = rng.uniform(radius, width - radius)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    if shape == "square":
+        mask = (np.abs(yy - cy) <= radius * 0.8) & (np.abs(xx - cx) <= radius * 0.8)
+    elif shape == "circle":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    else:  # upward triangle: below the apex, inside the two slanted edges
+        top, bottom = cy - radius, cy + radius
+        half_width = (yy - top) / (bottom - top) * radius
+        mask = (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= half_width)
+    image[mask] = rng.integers(150, 256, size=3, dtype=np.uint8)
+    return image
+
+
+def make_image_dataset(
+    root: str | os.PathLike[str],
+    num_images_per_class: int | Mapping[str, int] = 16,
+    size: tuple[int, int] = (32, 32),
+    seed: int = 0,
+    classes: Sequence[str] = SHAPE_CLASSES,
+    splits: Sequence[str] = ("train", "val"),
+) -> SyntheticSplits:
+    """Write a tiny class-per-folder PNG dataset (shape classification) for the 2D configs.
+
+    Layout: ``root/<split>/<class>/<class>_00000.png`` (the ImageNet / torchvision ``ImageFolder`` layout).
+
+    Returns:
+        ``SyntheticSplits(paths={split: root/split}, classes=[...])``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    class_names = list(classes)
+    split_dirs: dict[str, Path] = {}
+    for split_index, split in enumerate(splits):
+        for label, name in enumerate(class_names):
+            class_dir = root / split / name
+            class_dir.mkdir(parents=True, exist_ok=True)
+            for image_index in range(_count_for_split(num_images_per_class, split)):
+                rng = np.random.default_rng([seed, split_index, label, image_index])
+                Image.fromarray(make_shape_image(name, size=size, rng=rng)).save(
+                    class_dir / f"{name}_{image_index:05d}.png"
+                )
+        split_dirs[split] = root / split
+    return SyntheticSplits(paths=split_dirs, classes=class_names)
