@@ -272,7 +272,12 @@ def make_motion_dataset(
                 frames = make_motion_frames(name, num_frames=num_frames, size=size, rng=rng)
                 relative = Path(split) / name / f"{name}_{video_index:05d}{extension}"
                 write_video(
-                    root / relative, frames, fps=fps, codec=codec, gop_size=gop_size, max_b_frames=max_b_frames
+                    root / relative,
+                    frames,
+                    fps=fps,
+                    codec=codec,
+                    gop_size=gop_size,
+                    max_b_frames=max_b_frames,
                 )
                 lines.append(f"{relative.as_posix()} {label}\n")
         list_file = root / f"{split}.txt"
