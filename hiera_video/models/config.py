@@ -1,0 +1,173 @@
+"""The one configuration object shared by every Hiera variant (image, video, classifier, MAE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# Names used by other code bases for the same field; accepted as overrides and in loaded configs.
+FIELD_ALIASES = {
+    "stages": "depths",
+    "image_size": "input_size",
+    "num_channels": "in_chans",
+    "masked_unit_size": "mask_unit_size",
+    "masked_unit_attention": "mask_unit_attn",
+    "query_stride": "q_stride",
+    "num_query_pool": "q_pool",
+    "embed_dim_multiplier": "dim_mul",
+    "patch_size": "patch_kernel",
+}
+
+
+@dataclass
+class HieraConfig:
+    """Every hyper-parameter of a Hiera model. Defaults are the original `hiera_base_224`.
+
+    Spatial tuples have one entry per input dimension: `(H, W)` for images, `(T, H, W)` for video.
+    The decoder fields and `mask_ratio` are used by the MAE model only.
+    """
+
+    input_size: tuple[int, ...] = (224, 224)
+    in_chans: int = 3
+    embed_dim: int = 96
+    num_heads: int = 1
+    num_classes: int = 1000
+    depths: tuple[int, ...] = (2, 3, 16, 3)
+    q_pool: int = 3
+    q_stride: tuple[int, ...] = (2, 2)
+    mask_unit_size: tuple[int, ...] = (8, 8)
+    mask_unit_attn: tuple[bool, ...] = (True, True, False, False)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    patch_kernel: tuple[int, ...] = (7, 7)
+    patch_stride: tuple[int, ...] = (4, 4)
+    patch_padding: tuple[int, ...] = (3, 3)
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+    head_dropout: float = 0.0
+    head_init_scale: float = 0.001
+    sep_pos_embed: bool = False
+    norm_eps: float = 1e-6
+    # MAE only.
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mask_ratio: float | None = None  # None: 0.6 for images, 0.9 for video (the papers' defaults)
+    norm_pix_loss: bool = True
+    full_tubelet_target: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (e.g. class names)
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "depths", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride",
+                     "patch_padding"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        self.mask_unit_attn = tuple(bool(v) for v in self.mask_unit_attn)
+        self.validate()
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def ndim(self) -> int:
+        """Number of input dimensions: 2 (image) or 3 (video)."""
+        return len(self.input_size)
+
+    @property
+    def is_video(self) -> bool:
+        return self.ndim == 3
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def stage_ends(self) -> list[int]:
+        """Index of the last block of each stage."""
+        return [sum(self.depths[: i + 1]) - 1 for i in range(self.num_stages)]
+
+    @property
+    def stage_dims(self) -> list[int]:
+        return [int(self.embed_dim * self.dim_mul**i) for i in range(self.num_stages)]
+
+    @property
+    def size_multiple(self) -> tuple[int, ...]:
+        """Each input dimension must be a multiple of this: patch stride x lcm(mask unit, unroll strides)."""
+        unroll = [s ** (self.num_stages - 1) for s in self.q_stride]
+        return tuple(p * math.lcm(m, u) for p, m, u in zip(self.patch_stride, self.mask_unit_size, unroll))
+
+    def tokens_shape(self, input_size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return tuple(i // s for i, s in zip(input_size or self.input_size, self.patch_stride))
+
+    def mask_units_shape(self, input_size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return tuple(t // m for t, m in zip(self.tokens_shape(input_size), self.mask_unit_size))
+
+    @property
+    def default_mask_ratio(self) -> float:
+        if self.mask_ratio is not None:
+            return self.mask_ratio
+        return 0.9 if self.is_video else 0.6
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        n = self.ndim
+        if n not in (2, 3):
+            raise ValueError(f"input_size must be (H, W) or (T, H, W), got {self.input_size}")
+        for name in ("q_stride", "mask_unit_size", "patch_kernel", "patch_stride", "patch_padding"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} has {len(getattr(self, name))} entries but input_size="
+                    f"{self.input_size} has {n}; give one entry per input dimension"
+                )
+        if not 0 <= self.q_pool < self.num_stages:
+            raise ValueError(f"q_pool={self.q_pool} must be in [0, number of stages={self.num_stages})")
+        if len(self.mask_unit_attn) != self.num_stages:
+            raise ValueError(
+                f"mask_unit_attn has {len(self.mask_unit_attn)} entries but there are {self.num_stages} stages"
+            )
+        check_input_size(self, self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> HieraConfig:
+        """Build a config from a dict (ours or with alias names); unknown keys are an error."""
+        merged = normalize_keys({**d, **overrides})
+        return cls(**merged)
+
+    def replace(self, **overrides: Any) -> HieraConfig:
+        return HieraConfig.from_dict(self.to_dict(), **overrides)
+
+
+def normalize_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """Map alias names to ours and reject unknown keys with a helpful message."""
+    import difflib
+
+    valid = {f.name for f in fields(HieraConfig)}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = FIELD_ALIASES.get(k, k)
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid | set(FIELD_ALIASES)), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise TypeError(f"unknown Hiera config field '{k}'{hint} Valid fields: {', '.join(sorted(valid))}")
+        out[key] = v
+    return out
+
+
+def check_input_size(cfg: HieraConfig, size: tuple[int, ...]) -> None:
+    """Raise a clear error when an input size cannot be split into patches, mask units and pooling windows."""
+    names = ("frames", "height", "width")[-len(size):] if len(size) <= 3 else [f"dim{i}" for i in range(len(size))]
+    for name, s, m, p in zip(names, size, cfg.size_multiple, cfg.patch_stride):
+        if s % m != 0:
+            lo, hi = (s // m) * m, (s // m + 1) * m
+            what = f"temporal patch stride {p}" if (name == "frames" and m == p) else (
+                f"patch stride {p} x mask unit / query-pool windows ({m // p} tokens)")
+            raise ValueError(
+                f"input {name}={s} is not divisible by {m} ({what}); use {hi}"
+                + (f" or {lo}" if lo > 0 else "") + f" instead (input size {tuple(size)})"
+            )
