@@ -1,0 +1,563 @@
+"""Typed run configuration: one tree of dataclasses, loaded from YAML, overridden from the command line.
+
+A run is described by :class:`Config`, whose sections are :class:`RunConfig` (where outputs go),
+:class:`ModelConfig`, :class:`DataConfig`, :class:`AugConfig`, :class:`OptimConfig`, :class:`TrainConfig`,
+:class:`MAEConfig` and :class:`EvalConfig`. Values are resolved in this order, later wins:
+
+1. the dataclass defaults below (for the demo: :func:`demo_config`, so the demo needs no file);
+2. a YAML file (``configs/*.yaml``, or any path). A file may start from another with ``base: other.yaml``;
+3. command-line overrides ``section.key=value`` (``optim.lr=1e-3``, ``model.overrides.depths=[1,1,2,1]``).
+   Values are parsed as YAML scalars/lists and then coerced to the field's declared type.
+
+Unknown keys and mistyped values raise :class:`ConfigError` naming the full dotted key, with close-match
+suggestions, before any heavy work starts. The resolved tree is written to ``<run dir>/config.yaml`` by
+:func:`save_config` and can be read back with :func:`load_config` to rebuild the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "AugConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "MAEConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "demo_config",
+    "find_config",
+    "list_configs",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix: unknown key, wrong type, missing file."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# The tree
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes its outputs: ``<output_dir>/<name>`` holds config, checkpoints, metrics, plots."""
+
+    output_dir: str = "runs"
+    name: str = "run"
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build (``hiera_video.list_models()``) and how.
+
+    ``overrides`` is passed as keyword arguments to ``create_model`` (any field of the model's config,
+    e.g. ``embed_dim``, ``depths``); the model validates them. ``num_classes`` and ``input_size`` are taken
+    from the data section unless given here.
+    """
+
+    name: str = "hiera_base_16x224"
+    pretrained: str | None = None
+    drop_path_rate: float = 0.1
+    head_dropout: float = 0.0
+    grad_checkpointing: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate a labelled synthetic set into ``data.root`` when it is empty (demo and tests, no downloads).
+
+    ``kind`` ``motion``: the label is the direction of motion of a textured square (video);
+    ``shapes``: the label is a shape (images). ``size`` is ``[H, W]`` of the generated media.
+    """
+
+    kind: Literal["motion", "shapes"] = "motion"
+    num_per_class: int = 32
+    num_val_per_class: int = 16
+    num_frames: int = 8
+    size: list[int] = field(default_factory=lambda: [32, 32])
+    fps: float = 8.0
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Dataset location, clip sampling and per-GPU batching.
+
+    ``root`` is the dataset folder. Videos are listed in ``train_list`` / ``val_list`` / ``test_list``
+    (``path label`` lines, paths relative to ``root``); image sets use ``train_split`` / ``val_split``
+    class-per-folder directories under ``root``. ``kind`` picks the video or image pipeline.
+    """
+
+    kind: Literal["video", "image"] = "video"
+    root: str | None = None
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"
+    test_list: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None  # None: read from classes.txt / the list files / the folders
+    num_frames: int = 16
+    sampling_rate: int = 4
+    crop_size: int = 224
+    test_short_side: int | None = None  # None: crop_size (resize short side then centre/3-crop)
+    train_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    hflip: bool = True
+    randaug_n: int = 0  # RandAugment number of ops (0: off)
+    randaug_m: int = 9  # RandAugment magnitude
+    repeated_aug: int = 1  # repeated augmentation: each video appears this many times per epoch
+    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    batch_size: int = 8  # per process; the global batch is batch_size * world_size * accum_steps
+    num_workers: int = 4
+    decoder: Literal["auto", "pyav", "decord"] = "auto"
+    repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
+    synthetic: SyntheticConfig | None = None
+
+
+@dataclass
+class AugConfig:
+    """Batch-level regularisation for supervised training."""
+
+    mixup: float = 0.0  # MixUp alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off)
+    mixup_prob: float = 1.0  # probability of applying MixUp/CutMix to a batch
+    switch_prob: float = 0.5  # probability of CutMix instead of MixUp when both are on
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with layer-wise lr decay and a cosine schedule with linear warmup (per step).
+
+    ``lr`` is the peak learning rate for ``lr_batch_size`` samples per optimizer step; when
+    ``lr_batch_size`` is set the peak is scaled linearly to the actual global batch (the MAE papers' rule).
+    """
+
+    lr: float = 1e-3
+    lr_batch_size: int | None = None
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    layer_decay: float = 1.0  # 1.0: off; lr of layer i = lr * decay ** (num_layers - i)
+    warmup_epochs: float = 5.0
+    clip_grad: float | None = None  # max global grad norm (None: off)
+    accum_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, precision, checkpoints and logging."""
+
+    epochs: int = 100
+    max_steps: int | None = None  # stop after this many optimizer steps (debugging / tests)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast on GPU; CPU always runs fp32
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = 0.9999
+    log_every_steps: int = 20
+    eval_every_epochs: int = 1
+    ckpt_every_steps: int = 1000  # 0: only at epoch ends
+    keep_last: int = 3
+    progress: bool = True
+    tensorboard: bool = True  # used when installed
+
+
+@dataclass
+class MAEConfig:
+    """Masked-autoencoder pretraining knobs (the model holds the architecture)."""
+
+    mask_ratio: float | None = None  # None: the model default (0.9 video, 0.6 image)
+    vis_every_epochs: int = 1  # reconstruction pictures every N epochs (0: off)
+    vis_num: int = 2  # samples per picture
+
+
+@dataclass
+class EvalConfig:
+    """Multi-view testing: ``num_clips`` temporal clips x ``num_crops`` spatial crops per video."""
+
+    num_clips: int = 1
+    num_crops: int = 1
+    batch_size: int = 4  # videos per batch (each holds num_clips * num_crops views)
+    split: Literal["val", "test"] = "val"
+    checkpoint: str | None = None  # run folder or .pt file; None: the current run's best/last
+    use_ema: bool = True  # evaluate EMA weights when the checkpoint has them
+
+
+@dataclass
+class Config:
+    """The whole run. See the module docstring for how values are resolved."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+def demo_config() -> Config:
+    """The embedded defaults of ``hiera-video demo`` (identical to ``configs/demo_tiny_cpu.yaml``).
+
+    A tiny video Hiera (~0.2M parameters) on 8-frame 32x32 clips of a generated motion-direction set:
+    a few minutes on 2 CPU cores. Spatial size 32 = patch stride 4 x mask unit 8.
+    """
+    return Config(
+        run=RunConfig(output_dir="runs", name="demo"),
+        model=ModelConfig(
+            name="hiera_base_16x224",
+            drop_path_rate=0.0,
+            overrides={"embed_dim": 32, "num_heads": 1, "depths": [1, 1, 2, 1]},
+        ),
+        data=DataConfig(
+            kind="video",
+            root=None,  # the demo generates its data into <run dir>/data
+            num_frames=8,
+            sampling_rate=1,
+            crop_size=32,
+            train_scale=[0.8, 1.0],
+            hflip=False,  # a horizontal flip would swap the "left" and "right" labels
+            batch_size=16,
+            num_workers=0,
+            synthetic=SyntheticConfig(
+                kind="motion", num_per_class=48, num_val_per_class=16, num_frames=8, size=[32, 32]
+            ),
+        ),
+        aug=AugConfig(label_smoothing=0.0),
+        optim=OptimConfig(lr=2e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=1.0, clip_grad=1.0),
+        train=TrainConfig(
+            epochs=12,
+            precision="fp32",
+            device="cpu",
+            log_every_steps=5,
+            ckpt_every_steps=0,
+            keep_last=1,
+        ),
+        eval=EvalConfig(num_clips=1, num_crops=1, batch_size=16),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+# --------------------------------------------------------------------------------------------------------
+
+_NONE_TYPE = type(None)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    # get_type_hints resolves the string annotations that `from __future__ import annotations` produces.
+    return typing.get_type_hints(cls)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _unknown_key(key: str, near: str, valid: list[str]) -> ConfigError:
+    """The error for an unknown key: the key as written, close matches of ``near`` and the valid keys."""
+    return ConfigError(f"unknown config key '{key}'{_suggest(near, valid)}; valid keys: {', '.join(valid)}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if origin is dict:
+        return "mapping"
+    if tp is _NONE_TYPE:
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to the annotated type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and _NONE_TYPE in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is _NONE_TYPE:
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        # bool is an int subclass in Python; `epochs: true` is a typo, not 1.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept it for floats.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - a bug in this file
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict; missing fields keep their defaults."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            raise _unknown_key(full, full, valid)
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested dict (e.g. a parsed YAML file), checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    return _from_dict(Config, data)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-python dict of a config (tuples become lists so YAML stays portable)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override's right-hand side as YAML (``1e-3``, ``true``, ``[1,2]``, ``null``)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text  # not YAML: keep it as a plain string
+
+
+def _field_type(cfg: Any, parts: list[str], key: str) -> tuple[Any, Any]:
+    """Walk ``parts[:-1]`` from ``cfg``; return (parent object, annotated type of the last part)."""
+    obj = cfg
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        if isinstance(obj, dict):
+            if depth == len(parts) - 1:
+                return obj, Any
+            obj = obj.setdefault(part, {})
+            continue
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"unknown config key '{key}': '{prefix}' is not a section")
+        names = [f.name for f in dataclasses.fields(obj)]
+        if part not in names:
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            full = ".".join(parts[: depth + 1])
+            raise _unknown_key(key, full, valid)
+        tp = _hints(type(obj))[part]
+        if depth == len(parts) - 1:
+            return obj, tp
+        child = getattr(obj, part)
+        if child is None:
+            # An optional section that is off (e.g. data.synthetic): turning one field on creates it.
+            inner = [a for a in typing.get_args(tp) if a is not _NONE_TYPE]
+            if inner and dataclasses.is_dataclass(inner[0]):
+                child = inner[0]()
+                setattr(obj, part, child)
+            else:
+                section = ".".join(parts[: depth + 1])
+                raise ConfigError(f"unknown config key '{key}': '{section}' is not a section")
+        obj = child
+    raise ConfigError(f"empty config key in override '{key}'")  # pragma: no cover
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied (types checked)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: malformed key {key!r}")
+        parent, tp = _field_type(cfg, parts, key)
+        # String fields keep the raw text ("001" stays "001"); everything else is parsed as YAML.
+        raw: Any = text if tp is str else _parse_value(text)
+        if isinstance(parent, dict):
+            parent[parts[-1]] = raw
+        else:
+            setattr(parent, parts[-1], _coerce(raw, tp, key))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------------
+
+_PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped with the package (``hiera_video/configs/*.yaml``)."""
+    return sorted(p.stem for p in _PACKAGE_CONFIGS.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | os.PathLike[str]) -> Path:
+    """Resolve a config file: an existing path, else a shipped config name (with or without ``.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    shipped = _PACKAGE_CONFIGS / f"{stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    shipped_names = list_configs()
+    prefixed = [n for n in shipped_names if n.startswith(stem)]
+    hint = _suggest(stem, shipped_names)
+    if prefixed:
+        hint = f" (did you mean {' or '.join(map(repr, prefixed))}?)"
+    raise ConfigError(
+        f"config {str(name_or_path)!r} not found (neither a file nor a shipped config){hint}; "
+        f"shipped configs: {', '.join(shipped_names)}"
+    )
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``base:`` (relative to the file, or a shipped name)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} includes itself through 'base:'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = path.parent / str(base)
+    base_path = base_path if base_path.is_file() else find_config(str(base))
+    return _deep_merge(_read_yaml(base_path, (*seen, path)), data)
+
+
+def load_config(
+    name_or_path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    defaults: Config | None = None,
+) -> Config:
+    """Defaults, then the YAML file (if any), then overrides. Raises :class:`ConfigError` on any problem."""
+    base = defaults if defaults is not None else Config()
+    data = config_to_dict(base)
+    if name_or_path is not None:
+        data = _deep_merge(data, _read_yaml(find_config(name_or_path)))
+    cfg = config_from_dict(data)
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML (atomically, so a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
+    os.replace(tmp, path)
+    return path

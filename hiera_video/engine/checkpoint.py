@@ -1,0 +1,201 @@
+"""Checkpoints that never lose work, exact resume, and Ctrl-C that saves before exiting.
+
+* :func:`atomic_save` writes to a temporary file in the same folder, fsyncs it and renames it over the
+  target: a crash mid-write leaves the previous checkpoint intact, never half a file.
+* :class:`CheckpointManager` names step checkpoints ``ckpt_<step>.pt``, keeps the last K, maintains
+  ``last.pt`` (newest) and ``best.pt`` (best validation metric), and finds the checkpoint to resume from.
+* :func:`rng_state` / :func:`set_rng_state` capture python, numpy, torch CPU and CUDA generators, so a
+  resumed run draws the same random numbers (dropout, drop path, mixup, masks) as an uninterrupted one.
+* :class:`GracefulInterrupt` turns the first SIGINT (Ctrl-C) into a flag that the training loop checks
+  after each optimizer step: it saves a checkpoint and exits cleanly. A second Ctrl-C stops at once.
+
+Everything is loaded with ``torch.load(..., weights_only=True)``: checkpoints hold only tensors and plain
+python containers (the numpy RNG key is stored as a tensor for that reason).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointManager",
+    "GracefulInterrupt",
+    "atomic_save",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+_STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)  # atomic on POSIX and Windows when on the same filesystem
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by this module (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random generator's state, in a ``weights_only``-loadable form."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`. CUDA states are restored when this process has as many GPUs."""
+    py = state["python"]
+    # weights_only loading turns the inner tuple into a list; random.setstate needs tuples.
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+# ---------------------------------------------------------------------------------------------- manager
+
+
+class CheckpointManager:
+    """Step / epoch checkpoints in one run folder.
+
+    ``save(state, step)`` writes ``ckpt_<step>.pt`` and ``last.pt`` and prunes step files beyond
+    ``keep_last``; ``save_best(state)`` writes ``best.pt``. Only the main process writes: on other ranks
+    every method is a no-op, so callers need no ``if rank == 0``.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], keep_last: int = 3, enabled: bool = True) -> None:
+        self.directory = Path(directory)
+        self.keep_last = max(1, keep_last)
+        self.enabled = enabled
+
+    def step_files(self) -> list[Path]:
+        """Step checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save(self, state: dict[str, Any], step: int) -> Path | None:
+        if not self.enabled:
+            return None
+        path = atomic_save(state, self.directory / f"ckpt_{step:09d}.pt")
+        # last.pt is a second full copy rather than a symlink: it survives copying the folder anywhere.
+        atomic_save(state, self.directory / "last.pt")
+        for old in self.step_files()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_best(self, state: dict[str, Any]) -> Path | None:
+        if not self.enabled:
+            return None
+        return atomic_save(state, self.directory / "best.pt")
+
+    def latest(self) -> Path | None:
+        """The checkpoint to resume from: ``last.pt`` if present, else the newest step file."""
+        last = self.directory / "last.pt"
+        if last.is_file():
+            return last
+        files = self.step_files()
+        return files[-1] if files else None
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """``None`` -> no resume; ``"auto"`` -> the run's latest checkpoint if any; a folder -> its latest; a file."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return CheckpointManager(run_dir / "checkpoints").latest()
+    path = Path(resume)
+    if path.is_dir():
+        for candidate in (path / "checkpoints", path):
+            found = CheckpointManager(candidate).latest()
+            if found is not None:
+                return found
+        raise FileNotFoundError(f"--resume {resume}: no checkpoint found in that folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+
+
+class GracefulInterrupt:
+    """Context manager: the first SIGINT sets :attr:`requested`; a second raises KeyboardInterrupt.
+
+    Only installs its handler in the main thread (signal handlers cannot be set elsewhere); restores the
+    previous handler on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupt received: saving a checkpoint after this step (Ctrl-C again to stop now)", flush=True)
+
+    def __enter__(self) -> GracefulInterrupt:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
