@@ -57,7 +57,7 @@ def unroll(x: torch.Tensor, size: Sequence[int], schedule: Sequence[Sequence[int
     B, C = x.shape[0], x.shape[-1]
     if not schedule:
         return x.reshape(B, -1, C)
-    prods = [math.prod(s[d] for s in schedule) for d in range(len(size))]
+    prods = [math.prod([s[d] for s in schedule]) for d in range(len(size))]
     split = []
     for d, n in enumerate(size):
         split += [n // prods[d]] + [s[d] for s in reversed(schedule)]
@@ -74,7 +74,7 @@ def reroll(x: torch.Tensor, size: Sequence[int], schedule: Sequence[Sequence[int
     where the unit shape is the product of the remaining strides.
     """
     B, C, D, m = x.shape[0], x.shape[-1], len(size), len(schedule)
-    unit = [math.prod(s[d] for s in schedule) for d in range(D)]
+    unit = [math.prod([s[d] for s in schedule]) for d in range(D)]
     # x is ordered [r_1 (D axes), ..., r_m (D axes), g, C]; r_j,d sits at axis 1 + (j-1)*D + d.
     r_axis = lambda j, d: 1 + (j - 1) * D + d  # noqa: E731
     if num_units is not None:

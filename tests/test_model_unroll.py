@@ -1,0 +1,79 @@
+"""Property tests of Unroll / Reroll for 2D and 3D grids against the original step-by-step modules."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hiera_video.models.hiera import reroll, unroll
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from hiera.hiera_utils import Reroll, Unroll
+
+
+@st.composite
+def grids(draw):
+    ndim = draw(st.sampled_from([2, 3]))
+    k = draw(st.integers(0, 3))
+    strides = [tuple(draw(st.sampled_from([1, 2, 3])) for _ in range(ndim)) for _ in range(k)]
+    if ndim == 3 and draw(st.booleans()):  # the video pattern: no temporal pooling
+        strides = [(1, *s[1:]) for s in strides]
+    prods = [math.prod(s[d] for s in strides) for d in range(ndim)]
+    size = [p * draw(st.integers(1, 3)) for p in prods]
+    return size, strides
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids(), st.integers(1, 2))
+def test_unroll_matches_original_and_reroll_inverts(grid, batch):
+    size, schedule = grid
+    C = 3
+    x = torch.randn(batch, *size, C)
+    u = unroll(x, size, schedule)
+    ref = Unroll(input_size=size, patch_stride=[1] * len(size), unroll_schedule=schedule)(x.reshape(batch, -1, C))
+    assert torch.equal(u, ref)
+    assert torch.equal(reroll(u, size, schedule), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(grids())
+def test_unrolled_order_puts_each_stride_window_in_leading_slabs(grid):
+    """Pooling with the first stride must be a max over the leading prod(stride) slabs: check with coordinates."""
+    size, schedule = grid
+    if not schedule:
+        return
+    D = len(size)
+    coords = torch.stack(torch.meshgrid(*[torch.arange(n) for n in size], indexing="ij"), -1).float()  # [*size, D]
+    u = unroll(coords[None], size, schedule)[0]  # [N, D]
+    s1 = schedule[0]
+    slabs = u.view(math.prod(s1), -1, D)
+    # every slab holds the same coarse cell (coordinate // stride) in the same order
+    coarse = torch.div(slabs, torch.tensor(s1, dtype=torch.float), rounding_mode="floor")
+    assert torch.equal(coarse, coarse[:1].expand_as(coarse))
+    # and the remaining order is the unroll of the coarse grid with the rest of the schedule
+    rest = [n // s for n, s in zip(size, s1)]
+    cgrid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in rest], indexing="ij"), -1).float()
+    assert torch.equal(coarse[0], unroll(cgrid[None], rest, schedule[1:])[0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([2, 3]), st.integers(1, 3), st.data())
+def test_masked_reroll_matches_original(ndim, k, data):
+    """With some mask units dropped, reroll returns [B, units, *unit_shape, C] exactly like the original."""
+    stride = (2,) * ndim if ndim == 2 else (1, 2, 2)
+    schedule = [stride] * k
+    unit = [s**k for s in stride]
+    units_grid = [data.draw(st.integers(1, 3)) for _ in range(ndim)]
+    size = [u * g for u, g in zip(unit, units_grid)]
+    U = math.prod(units_grid)
+    kept = data.draw(st.integers(1, U))
+    B, C = 2, 4
+    x = torch.randn(B, math.prod(unit) * kept, C)
+    ours = reroll(x, size, schedule, num_units=kept)
+    ref = Reroll(size, [1] * ndim, schedule, stage_ends=[0], q_pool=0)(x, 0, mask=torch.ones(B, kept))
+    assert torch.equal(ours, ref)
