@@ -169,7 +169,8 @@ def load_pretrained(model: nn.Module, ckpt: Checkpoint, strict: bool = True) -> 
     if strict and (missing or unexpected or shapes):
         lines = [f"checkpoint {ckpt.source} ({ckpt.format} format) does not match the model:"]
         if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            more = " ..." if len(missing) > 20 else ""
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:20])}{more}")
         if unexpected:
             lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}"
                          f"{' ...' if len(unexpected) > 20 else ''}")
