@@ -186,7 +186,8 @@ def make_motion_frames(
     free_extent = (height - side) if dy else (width - side)
     steps = max(num_frames - 1, 1)
     if speed is None:
-        speed = max(1.0, free_extent / (2 * steps))
+        # At least one pixel per frame when there is room for it, otherwise sub-pixel (rounded) motion.
+        speed = min(max(1.0, free_extent / (2 * steps)), free_extent / steps)
     travel = int(round(speed * steps)) if (dy or dx) else 0
     if travel > free_extent:
         raise ValueError(f"square of side {side} cannot travel {travel} px inside a {height}x{width} frame")
