@@ -249,15 +249,17 @@ def test_drop_path_is_stochastic_in_training_only():
     torch.testing.assert_close(m(x), m(x))
 
 
-def test_autocast_bf16_close_to_fp32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_close_to_fp32(dtype):
     m = randomize_(hiera_video.create_model("hiera_base_16x224", **TINY_VIDEO)).eval()
     x = torch.randn(2, 3, 4, 64, 64)
     with torch.no_grad():
         ref = m(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             out = m(x)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    assert out.dtype == dtype
+    tol = 0.05 if dtype == torch.bfloat16 else 0.01
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
 
 
 def test_torch_compile_without_graph_breaks():
