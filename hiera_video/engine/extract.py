@@ -1,0 +1,1288 @@
+"""Clip feature extraction at scale: ``hiera-video extract`` and :func:`load_features`.
+
+Turns a folder, a list file or a Kinetics-style CSV of videos (or images) into per-clip features of a Hiera
+model, for ten videos on a laptop or a million on many GPUs::
+
+    from hiera_video.engine.extract import extract_features
+    summary = extract_features("videos/", "feats/", model="hiera_base_16x224", pretrained="k400.pth",
+                               stride_seconds=2.0, outputs=("embedding", "probs"))
+    feats = hiera_video.load_features("feats/")          # lazy mapping: video id -> VideoFeatures
+    feats["cooking/abc123"].features["embedding"]        # [num_clips, D]
+
+Pipeline (one process per rank; ``torchrun`` gives several)::
+
+    inputs --rank shard--> DataLoader workers (each a disjoint subset of videos)
+        open_video -> WindowedClipReader (bounded windows of frames) -> resize/crop (uint8)
+        -> batches of clips mixed across videos, as uint8 [B, T, C, H, W]
+    main process: normalise on the device -> model -> outputs per clip -> per-video assembly
+        -> ShardWriter: complete videos only, atomic safetensors shards (+ per-video records in the header)
+    rank 0 at the end: manifest (JSON lines or CSV) merged from every shard header, failures, summary
+
+Output directory::
+
+    extract_config.json          resolved settings; a re-run with different feature settings is refused
+    shards/r00000-000000.safetensors   tensors "<video id>/<output>" [num_clips, ...] + header records
+    parts/                       per-rank failures and summaries of the latest run
+    manifest.jsonl | .csv        per video: path, id, frames, fps, shard, and per clip start/end frame + time
+    failures.jsonl               videos that could not be read, with the error
+    summary.json                 done, skipped, failed, clips, clips/s, peak frames held
+
+Never losing work: a video is *done* exactly when a shard containing it has been renamed into place (the
+shard header is the source of truth; the manifest is derived from headers and can always be rebuilt). A
+re-run of the same command scans the shard headers, skips done videos and extracts the rest; partial shards
+are temporary files that are never matched as shards and are removed on the next run.
+
+Clip timing convention: a clip's ``start_frame`` is its first sampled frame index and ``end_frame`` is one
+past its last sampled frame (exclusive); times are those frame numbers divided by the video's fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+logger = logging.getLogger("hiera_video.extract")
+
+__all__ = [
+    "Clip",
+    "ExtractConfig",
+    "FeatureStore",
+    "VideoFeatures",
+    "VideoItem",
+    "WindowedClipReader",
+    "discover_inputs",
+    "extract_features",
+    "load_features",
+    "merge_outputs",
+    "plan_clips",
+    "run_extract",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+FORMAT_TAG = "hiera_video.features/1"
+SHARD_DIR, PARTS_DIR = "shards", "parts"
+CONFIG_FILE, SUMMARY_FILE, FAILURES_FILE = "extract_config.json", "summary.json", "failures.jsonl"
+_SHARD_NAME = re.compile(r"^r(\d{5})-(\d{6})\.safetensors$")
+# Video normalisation of the Hiera / MAE-ST recipes, and ImageNet's for the 2D (image) models.
+VIDEO_MEAN, VIDEO_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+# ============================================================================================ configuration
+@dataclass
+class ExtractConfig:
+    """Everything an extraction run needs. ``None`` fields take model-dependent defaults (see `_resolve`).
+
+    Fields marked *feature-defining* are stored in ``extract_config.json``; re-running into the same output
+    directory with different values is refused, so one directory never mixes incompatible features.
+    """
+
+    input: str = ""  # directory (recursive), list file ("path [label]" lines) or Kinetics-style CSV
+    output_dir: str = ""
+    root: str | None = None  # base folder of relative paths in list / CSV files (default: the file's folder)
+    extensions: tuple[str, ...] | None = None  # directory scan; default: video + image extensions
+    # --- model (feature-defining)
+    model: str = "hiera_base_16x224"  # registry name, or a run / save_pretrained directory
+    pretrained: str | None = None  # file, directory or hub repo id (see create_model)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # --- clips (feature-defining)
+    clip_mode: Literal["sliding", "uniform"] = "sliding"
+    num_frames: int | None = None  # frames per clip; default the model's (1 for image models)
+    sampling_rate: int | None = None  # frames between samples; default 4 for video models, 1 for images
+    target_fps: float | None = None  # sampling_rate counts frames at this rate (source frames otherwise)
+    stride: float | None = None  # sliding: source frames between clip starts (default: clips tile time)
+    stride_seconds: float | None = None  # sliding: the same in seconds (overrides ``stride``)
+    tail: Literal["drop", "pad", "align"] = "drop"  # sliding: what to do with frames after the last clip
+    num_clips: int = 10  # uniform: evenly spaced clips covering the first and the last frame
+    # --- space (feature-defining)
+    spatial: Literal["center_crop", "full"] = "center_crop"
+    crop_size: int | None = None  # center_crop: square crop side; default the model's input height
+    short_side: int | None = None  # resize the short side first; default crop_size (center_crop)
+    decode_resize: bool = False  # let the decoder's scaler do the short-side resize (faster, not bitwise)
+    mean: tuple[float, ...] | None = None  # default: video 0.45/0.225, image ImageNet statistics
+    std: tuple[float, ...] | None = None
+    # --- what to save (feature-defining)
+    outputs: tuple[str, ...] = ("embedding",)  # embedding | logits | probs | stage<k> (e.g. stage2, stage-1)
+    pool_space: bool = False  # stage maps: average over H, W (keeps time for video models)
+    dtype: Literal["fp32", "fp16"] = "fp32"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast of the model on GPU
+    # --- execution (free to change between runs)
+    batch_size: int = 8
+    num_workers: int = 2
+    device: str = "auto"
+    backend: str = "auto"  # video decoder: auto | decord | pyav
+    window_frames: int = 64  # most new frames decoded per read of a video (bounds memory per worker)
+    shard_size_mb: float = 512.0  # close a shard once it holds this much
+    shard_max_videos: int = 1000  # ... or this many videos
+    flush_seconds: float = 300.0  # ... or when its first video finished this long ago
+    manifest_format: Literal["jsonl", "csv"] = "jsonl"
+    progress: bool = True
+
+    FEATURE_FIELDS = (
+        "model", "pretrained", "model_overrides", "clip_mode", "num_frames", "sampling_rate", "target_fps",
+        "stride", "stride_seconds", "tail", "num_clips", "spatial", "crop_size", "short_side", "decode_resize",
+        "mean", "std", "outputs", "pool_space", "dtype", "amp",
+    )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExtractConfig:
+        """Build from a plain dict; unknown keys raise naming the key (with close matches)."""
+        import difflib
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise ValueError(f"unknown extract setting '{key}'{hint}; valid: {', '.join(names)}")
+        values = dict(data)
+        for key in ("extensions", "mean", "std", "outputs"):
+            if isinstance(values.get(key), (list, str)):
+                v = values[key]
+                values[key] = tuple(v.split(",")) if isinstance(v, str) else tuple(v)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+# ============================================================================================ inputs
+@dataclass(frozen=True)
+class VideoItem:
+    """One input: a stable ``video_id`` (the output key) and the file path."""
+
+    video_id: str
+    path: str
+
+
+def _is_image(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _strip_ext(rel: str) -> str:
+    p = Path(rel)
+    return p.with_suffix("").as_posix() if p.suffix else p.as_posix()
+
+
+def _ids_for(rel_paths: Sequence[str]) -> list[str]:
+    """Video ids: the relative path without extension, keeping the extension where two files would clash."""
+    stems = [_strip_ext(r) for r in rel_paths]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [s if counts[s] == 1 else Path(r).as_posix() for s, r in zip(stems, rel_paths)]
+
+
+def _kinetics_name(youtube_id: str, start: str, end: str) -> str:
+    """The official Kinetics download file name stem: ``<youtube_id>_<start:06d>_<end:06d>``."""
+    return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
+
+
+def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
+                    extensions: Sequence[str] | None = None) -> list[VideoItem]:
+    """List the videos (or images) of a directory, a list file or a Kinetics-style CSV.
+
+    * directory: every file below it whose extension is in ``extensions`` (default video + image), sorted;
+      ids are paths relative to the directory without extension.
+    * list file: one ``path [label]`` per line (paths may contain spaces; a trailing integer is a label and
+      is ignored). Relative paths are resolved against ``root`` (default: the list file's folder).
+    * CSV with a ``youtube_id`` column (``label,youtube_id,time_start,time_end,split``): files are found
+      below ``root`` as ``[<label>/]<youtube_id>_<start:06d>_<end:06d>.<ext>``; rows whose file is missing
+      are kept (they will be reported in the failures file). A CSV with a ``path`` column is read as a list.
+
+    Returns the items in input order; duplicate paths are dropped, duplicate ids are an error.
+    """
+    src = Path(source)
+    exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
+                 for e in (extensions or VIDEO_EXTENSIONS + IMAGE_EXTENSIONS))
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        rels = [p.relative_to(src).as_posix() for p in files]
+        items = [VideoItem(i, str(p)) for i, p in zip(_ids_for(rels), files)]
+    elif src.is_file():
+        base = Path(root) if root is not None else src.parent
+        rels = _read_csv_paths(src, base, exts) if src.suffix.lower() == ".csv" else _read_list_paths(src)
+        paths = [r if Path(r).is_absolute() else str(base / r) for r in rels]
+        keys = [Path(os.path.relpath(p, base)).as_posix() if not Path(r).is_absolute() else r.lstrip("/")
+                for p, r in zip(paths, rels)]
+        items = [VideoItem(i, p) for i, p in zip(_ids_for(keys), paths)]
+    else:
+        raise FileNotFoundError(f"input '{source}' is neither a directory nor a list / CSV file")
+    seen_paths: set[str] = set()
+    seen_ids: dict[str, str] = {}
+    unique: list[VideoItem] = []
+    for it in items:
+        if it.path in seen_paths:
+            continue
+        if it.video_id in seen_ids:
+            raise ValueError(f"two inputs map to the video id '{it.video_id}': {seen_ids[it.video_id]} and "
+                             f"{it.path}")
+        seen_paths.add(it.path)
+        seen_ids[it.video_id] = it.path
+        unique.append(it)
+    return unique
+
+
+def _read_list_paths(path: Path) -> list[str]:
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, _, tail = line.rpartition(" ")
+        # "path label" (label an integer, possibly negative) or a bare path that may contain spaces.
+        out.append(head if head and re.fullmatch(r"-?\d+", tail) else line)
+    return out
+
+
+def _read_csv_paths(path: Path, base: Path, exts: tuple[str, ...]) -> list[str]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    cols = set(rows[0])
+    if "path" in cols:
+        return [r["path"] for r in rows]
+    if not {"youtube_id", "time_start", "time_end"} <= cols:
+        raise ValueError(f"{path}: a CSV needs a 'path' column or the Kinetics columns youtube_id, time_start, "
+                         f"time_end (found {sorted(cols)})")
+    # Index the files below root once (by stem) instead of probing every extension and layout per row.
+    by_stem: dict[str, str] = {}
+    for p in sorted(base.rglob("*")):
+        if p.suffix.lower() in exts:
+            by_stem.setdefault(p.stem, p.relative_to(base).as_posix())
+    out = []
+    for r in rows:
+        stem = _kinetics_name(r["youtube_id"], r["time_start"], r["time_end"])
+        label = r.get("label")
+        out.append(by_stem.get(stem) or (f"{label}/{stem}.mp4" if label else f"{stem}.mp4"))
+    return out
+
+
+# ============================================================================================ clip planning
+@dataclass(frozen=True)
+class Clip:
+    """One clip: the sampled frame ``indices`` (clamped to the video) and its extent.
+
+    ``start_frame`` is the first sampled index, ``end_frame`` one past the last (exclusive, unclamped
+    values are clamped to the video length).
+    """
+
+    indices: tuple[int, ...]
+    start_frame: int
+    end_frame: int
+
+
+def _round(x: float) -> int:
+    # Round half up (Python's round() is half-to-even, which makes the grid depend on parity).
+    return int(math.floor(x + 0.5))
+
+
+def plan_clips(num_frames: int, fps: float, *, clip_frames: int, sampling_rate: int = 1,
+               mode: str = "sliding", stride: float | None = None, stride_seconds: float | None = None,
+               target_fps: float | None = None, num_clips: int = 10, tail: str = "drop") -> list[Clip]:
+    """Frame indices of every clip of a video with ``num_frames`` frames at ``fps``.
+
+    A clip samples ``clip_frames`` frames ``step`` source frames apart, where ``step = sampling_rate`` or,
+    with ``target_fps``, ``sampling_rate * fps / target_fps`` (so a rate means the same time on 25 and 60
+    fps videos); sample ``j`` is at ``start + round(j * step)``.
+
+    * ``mode="sliding"``: clip ``k`` starts at ``round(k * stride)`` source frames (``stride_seconds * fps``
+      when given; default ``clip_frames * step`` so that consecutive clips tile the time axis). ``tail``:
+      ``drop`` keeps only clips that fit, ``pad`` adds clips until every frame is covered (indices past
+      the end repeat the last frame), ``align`` adds one last clip ending on the last frame.
+    * ``mode="uniform"``: ``num_clips`` clips whose starts are evenly spaced from the first frame to the
+      last possible start (one clip: the centre clip).
+
+    A video shorter than one clip gets one clip at frame 0 whose indices repeat the last frame.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"video has no frames ({num_frames})")
+    if clip_frames <= 0 or sampling_rate <= 0:
+        raise ValueError(f"clip_frames ({clip_frames}) and sampling_rate ({sampling_rate}) must be positive")
+    step = float(sampling_rate)
+    if target_fps is not None:
+        if fps <= 0:
+            raise ValueError("target_fps needs the video's fps, which is unknown for this file")
+        step = sampling_rate * fps / target_fps
+    offsets = [_round(j * step) for j in range(clip_frames)]
+    span = offsets[-1] + 1
+
+    def make(start: int) -> Clip:
+        idx = tuple(min(start + o, num_frames - 1) for o in offsets)
+        return Clip(idx, start, min(start + span, num_frames))
+
+    if mode == "uniform":
+        if num_clips <= 0:
+            raise ValueError(f"num_clips must be positive, got {num_clips}")
+        last = max(num_frames - span, 0)
+        if num_clips == 1:
+            return [make(last // 2)]
+        return [make(_round(i * last / (num_clips - 1))) for i in range(num_clips)]
+    if mode != "sliding":
+        raise ValueError(f"unknown clip mode '{mode}' (expected 'sliding' or 'uniform')")
+    if stride_seconds is not None:
+        if fps <= 0:
+            raise ValueError("stride_seconds needs the video's fps, which is unknown for this file")
+        stride = stride_seconds * fps
+    stride = float(stride) if stride is not None else clip_frames * step
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    clips, k = [], 0
+    limit = num_frames if tail == "pad" else num_frames - span + 1  # starts must be < limit
+    while True:
+        start = _round(k * stride)
+        if start >= limit:
+            break
+        clips.append(make(start))
+        k += 1
+    if not clips:
+        return [make(0)]
+    if tail == "align" and clips[-1].indices[-1] < num_frames - 1:
+        clips.append(make(num_frames - span))
+    elif tail not in ("drop", "pad", "align"):
+        raise ValueError(f"unknown tail '{tail}' (expected 'drop', 'pad' or 'align')")
+    return clips
+
+
+# ============================================================================================ reading
+class _ImageReader:
+    """A still image as a one-frame "video" (``open_video`` reads videos only). fps is 0 (no time axis)."""
+
+    fps = 0.0
+    duration = 0.0
+
+    def __init__(self, path: str) -> None:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as im:
+            self._frame = torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None]  # [1, H, W, 3]
+
+    def __len__(self) -> int:
+        return 1
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        return self._frame[[0 for _ in indices]]
+
+    def close(self) -> None:
+        pass
+
+
+def _open_media(path: str, backend: str, short_side: int | None) -> Any:
+    if _is_image(path):
+        return _ImageReader(path)
+    from hiera_video.data.video_reader import open_video
+
+    return open_video(path, backend=backend, short_side=short_side)
+
+
+class WindowedClipReader:
+    """Yield ``(clip index, frames)`` for each clip of a video in order, decoding it in bounded windows.
+
+    Each read asks the reader for at most ``window_frames`` frames not already held (at least one clip's
+    worth), so memory does not grow with the video's length: frames are kept only while a later clip
+    still needs them. ``transform`` maps decoded ``uint8 [t, H, W, 3]`` to the per-frame tensors that are
+    kept (e.g. resized + cropped ``uint8 [t, C, h, w]``); clips are stacked from them: ``[T, *frame]``.
+
+    Counters (for tests and the summary): ``frames_decoded``, ``reads``, ``peak_frames_held`` (decoded
+    frames alive at once: the held cache plus the window being read).
+    """
+
+    def __init__(self, reader: Any, clips: Sequence[Clip], window_frames: int = 64,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.reader, self.clips, self.window = reader, list(clips), max(1, int(window_frames))
+        self.transform = transform
+        self.frames_decoded = self.reads = self.peak_frames_held = 0
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        cache: dict[int, torch.Tensor] = {}
+        clips, c = self.clips, 0
+        while c < len(clips):
+            # Grow the window clip by clip while the frames it adds still fit.
+            need: list[int] = []
+            seen = set(cache)
+            e = c
+            while e < len(clips):
+                new = sorted(set(clips[e].indices) - seen)
+                if e > c and len(need) + len(new) > self.window:
+                    break
+                need += new
+                seen.update(new)
+                e += 1
+            if need:
+                frames = self.reader.get_frames(need)
+                self.reads += 1
+                self.frames_decoded += len(need)
+                self.peak_frames_held = max(self.peak_frames_held, len(cache) + len(need))
+                if self.transform is not None:
+                    frames = self.transform(frames)
+                # Clone each kept frame: a view would pin the whole window's storage while any frame of it
+                # is still needed, and the memory bound would depend on the clip layout.
+                for i, f in zip(need, frames.unbind(0)):
+                    cache[i] = f.clone()
+                del frames
+            for k in range(c, e):
+                yield k, torch.stack([cache[i] for i in clips[k].indices])
+                nxt = min(clips[k + 1].indices) if k + 1 < len(clips) else math.inf
+                for i in [i for i in cache if i < nxt]:
+                    del cache[i]
+            c = e
+
+
+# ============================================================================================ transforms
+@dataclass(frozen=True)
+class SpatialSpec:
+    """How frames become model input. ``center_crop``: resize the short side to ``short_side`` then crop
+    ``crop`` (h, w) at the centre; ``full``: optional short-side resize, then resize each side to the
+    nearest multiple of ``multiple`` (the model interpolates its position embeddings)."""
+
+    mode: str
+    crop: tuple[int, int]
+    short_side: int | None
+    multiple: tuple[int, int]
+    resize_in_decoder: bool = False
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[t, H, W, 3]`` -> uint8 ``[t, 3, h, w]``."""
+        from torchvision.transforms.v2 import functional as TF
+
+        x = frames.permute(0, 3, 1, 2)
+        if self.short_side is not None and not self.resize_in_decoder and min(x.shape[-2:]) != self.short_side:
+            x = TF.resize(x, [self.short_side], antialias=True)
+        if self.mode == "center_crop":
+            return TF.center_crop(x, list(self.crop)).contiguous()
+        h, w = x.shape[-2:]
+        mh, mw = self.multiple
+        size = [max(mh, _round(h / mh) * mh), max(mw, _round(w / mw) * mw)]
+        if size != [h, w]:
+            x = TF.resize(x, size, antialias=True)
+        return x.contiguous()
+
+
+def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], video: bool) -> torch.Tensor:
+    """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, H, W]`` (video) or ``[B, C, H, W]`` (image, T = 1),
+    scaled to [0, 1] and normalised per channel. Runs on the model's device (4x less data moved)."""
+    x = x.permute(0, 2, 1, 3, 4) if video else x[:, 0]
+    x = x.float().div_(255.0)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
+    return x.sub_(m).div_(s).contiguous()
+
+
+# ============================================================================================ the clip stream
+@dataclass(frozen=True)
+class ClipSpec:
+    clip_frames: int
+    sampling_rate: int
+    mode: str
+    stride: float | None
+    stride_seconds: float | None
+    target_fps: float | None
+    num_clips: int
+    tail: str
+
+    def plan(self, num_frames: int, fps: float) -> list[Clip]:
+        return plan_clips(num_frames, fps, clip_frames=self.clip_frames, sampling_rate=self.sampling_rate,
+                          mode=self.mode, stride=self.stride, stride_seconds=self.stride_seconds,
+                          target_fps=self.target_fps, num_clips=self.num_clips, tail=self.tail)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class ClipStream(IterableDataset):
+    """Clips of many videos, batched across videos, for a DataLoader with ``batch_size=None``.
+
+    Worker ``w`` of ``W`` handles videos ``w, w + W, ...`` of ``items`` (disjoint subsets), opening each
+    video inside the worker and streaming it through a :class:`WindowedClipReader`. Each yielded packet is::
+
+        {"clips": uint8 [b, T, C, H, W] or None, "keys": [(item index, clip index)] * b,
+         "events": [{"type": "video", "index", "num_frames", "fps", "clips": [[start, end], ...]},
+                    {"type": "failed", "index", "error"}, {"type": "stats", "index", "peak", "decoded"}]}
+
+    A video's ``video`` event is always yielded no later than its last clip, so the consumer knows how many
+    clips to wait for. Clips of different sizes (``spatial="full"`` on mixed resolutions) go to separate
+    batches.
+    """
+
+    def __init__(self, items: Sequence[VideoItem], spec: ClipSpec, spatial: SpatialSpec, batch_size: int,
+                 window_frames: int, backend: str = "auto") -> None:
+        super().__init__()
+        self.items, self.spec, self.spatial = list(items), spec, spatial
+        self.batch_size, self.window_frames, self.backend = batch_size, window_frames, backend
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        buffers: dict[tuple[int, ...], list[tuple[tuple[int, int], torch.Tensor]]] = {}
+        events: list[dict[str, Any]] = []
+
+        def packet(shape: tuple[int, ...]) -> dict[str, Any]:
+            buf = buffers.pop(shape)
+            out = {"clips": torch.stack([t for _, t in buf]), "keys": [k for k, _ in buf], "events": events[:]}
+            events.clear()
+            return out
+
+        decoder_short = self.spatial.short_side if self.spatial.resize_in_decoder else None
+        for index in range(wid, len(self.items), nw):
+            item = self.items[index]
+            reader = None
+            try:
+                reader = _open_media(item.path, self.backend, decoder_short)
+                n, fps = len(reader), float(reader.fps or 0.0)
+                clips = self.spec.plan(n, fps)
+                events.append({"type": "video", "index": index, "num_frames": n, "fps": fps,
+                               "clips": [[c.start_frame, c.end_frame] for c in clips]})
+                stream = WindowedClipReader(reader, clips, self.window_frames, self.spatial)
+                for ci, frames in stream:
+                    shape = tuple(frames.shape)
+                    buffers.setdefault(shape, []).append(((index, ci), frames))
+                    if len(buffers[shape]) >= self.batch_size:
+                        yield packet(shape)
+                events.append({"type": "stats", "index": index, "peak": stream.peak_frames_held,
+                               "decoded": stream.frames_decoded})
+            except Exception as err:  # noqa: BLE001 - any unreadable input is recorded, the run goes on
+                for shape in list(buffers):  # clips of the failed video still waiting here are dropped
+                    buffers[shape] = [b for b in buffers[shape] if b[0][0] != index]
+                    if not buffers[shape]:
+                        del buffers[shape]
+                events.append({"type": "failed", "index": index, "error": f"{type(err).__name__}: {err}"})
+            finally:
+                if reader is not None:
+                    reader.close()
+        for shape in list(buffers):
+            yield packet(shape)
+        if events:
+            yield {"clips": None, "keys": [], "events": events[:]}
+
+
+# ============================================================================================ model
+def _find_run_export(directory: Path) -> Path | None:
+    """The ``save_pretrained`` directory inside a run directory (or the directory itself)."""
+    if (directory / "config.json").is_file():
+        return directory
+    for name in ("export", "model", "best", "final", "pretrained", "checkpoints/export"):
+        if (directory / name / "config.json").is_file():
+            return directory / name
+    return None
+
+
+def load_extract_model(cfg: ExtractConfig, device: torch.device) -> nn.Module:
+    """The classifier to extract with: a registry name (+ ``pretrained``) or a run / export directory."""
+    from hiera_video.models.registry import create_model
+
+    source = Path(cfg.model).expanduser()
+    if source.is_dir():
+        export = _find_run_export(source)
+        if export is not None:
+            model = create_model(None, pretrained=str(export), **cfg.model_overrides)
+        else:
+            model = _model_from_run_checkpoint(source, cfg.model_overrides)
+    else:
+        model = create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
+    if not hasattr(model, "forward_features"):
+        raise ValueError(f"'{cfg.model}' is not a classifier/backbone (MAE models: load the checkpoint into "
+                         "the classifier of the same size, e.g. model=hiera_base_16x224 pretrained=<mae ckpt>)")
+    return model.eval().requires_grad_(False).to(device)
+
+
+def _model_from_run_checkpoint(run_dir: Path, overrides: dict[str, Any]) -> nn.Module:
+    """A training run directory without an export: rebuild the model from its saved config + checkpoint."""
+    from hiera_video.models.registry import create_model
+
+    ckpts = [p for p in (run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt",
+                         run_dir / "best.pt", run_dir / "last.pt") if p.is_file()]
+    if not ckpts:
+        raise FileNotFoundError(f"'{run_dir}' holds no config.json (save_pretrained export) and no "
+                                "best.pt / last.pt checkpoint")
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    weights = state.get("model", state.get("model_state", state)) if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"{ckpts[0]}: no model state dict found")
+    import yaml
+
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: checkpoint found but no config.yaml to rebuild the model from")
+    run_cfg = yaml.safe_load(cfg_file.read_text()) or {}
+    mcfg = run_cfg.get("model", {})
+    kw = {**(mcfg.get("overrides") or {}), **overrides}
+    data = run_cfg.get("data", {})
+    if "num_classes" not in kw:
+        head = weights.get("head.projection.weight")
+        if head is not None:
+            kw["num_classes"] = head.shape[0]
+    if "input_size" not in kw and data.get("crop_size"):
+        c = int(data["crop_size"])
+        kw["input_size"] = (int(data.get("num_frames", 16)), c, c) if data.get("kind", "video") == "video" \
+            else (c, c)
+    model = create_model(mcfg.get("name", "hiera_base_16x224"), **kw)
+    weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def _parse_outputs(outputs: Sequence[str], num_stages: int, num_classes: int) -> list[tuple[str, int | None]]:
+    """``["embedding", "stage2"]`` -> ``[("embedding", None), ("stage2", 2)]``, validated."""
+    parsed = []
+    for name in outputs:
+        name = name.strip()
+        m = re.fullmatch(r"stage[_:]?(-?\d+)", name)
+        if m:
+            s = int(m.group(1))
+            if not -num_stages <= s < num_stages:
+                raise ValueError(f"output '{name}': the model has stages 0..{num_stages - 1}")
+            parsed.append((f"stage{s % num_stages}", s % num_stages))
+        elif name in ("embedding", "logits", "probs"):
+            if name != "embedding" and num_classes <= 0:
+                raise ValueError(f"output '{name}' needs a classification head (the model has num_classes=0)")
+            parsed.append((name, None))
+        else:
+            raise ValueError(f"unknown output '{name}' (expected embedding, logits, probs or stage<k>)")
+    if not parsed:
+        raise ValueError("no outputs selected")
+    if len({n for n, _ in parsed}) != len(parsed):
+        raise ValueError(f"duplicate outputs in {list(outputs)}")
+    return parsed
+
+
+@torch.inference_mode()
+def compute_outputs(model: nn.Module, x: torch.Tensor, outputs: Sequence[tuple[str, int | None]],
+                    pool_space: bool = False) -> dict[str, torch.Tensor]:
+    """The selected outputs for a batch ``x`` ``[B, C, (T,) H, W]``.
+
+    embedding ``[B, D]`` (pooled pre-head), logits / probs ``[B, K]``, stage<k> ``[B, (T,) H, W, C]``
+    (rerolled) or, with ``pool_space``, ``[B, (T,) C]``. Only the passes that are needed run: one forward
+    for any mix of embedding / logits / probs, one more when stage maps are asked for too.
+    """
+    out: dict[str, torch.Tensor] = {}
+    names = {n for n, _ in outputs}
+    stages = [s for _, s in outputs if s is not None]
+    if names & {"embedding", "logits", "probs"}:
+        emb = model.forward_features(x)
+        if "embedding" in names:
+            out["embedding"] = emb
+        if names & {"logits", "probs"}:
+            logits = model.forward_head(emb)
+            if "logits" in names:
+                out["logits"] = logits
+            if "probs" in names:
+                out["probs"] = logits.float().softmax(-1)
+    if stages:
+        maps = model.forward_intermediates(x, stages=stages, intermediates_only=True)
+        for s, fmap in zip(stages, maps):
+            if pool_space:  # [B, (T,) H, W, C]: average the two spatial axes before the channels
+                fmap = fmap.mean(dim=(-3, -2))
+            out[f"stage{s}"] = fmap
+    return out
+
+
+# ============================================================================================ shards
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete (temp + fsync + rename).
+
+    The temporary name starts with a dot and ends with ``.tmp``, so shard scans never see it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _tensor_key(video_id: str, output: str) -> str:
+    return f"{video_id}/{output}"
+
+
+class ShardWriter:
+    """Collect complete videos and write them as safetensors shards, atomically.
+
+    A shard holds ``"<video id>/<output>"`` tensors ``[num_clips, ...]`` and, in its header metadata, the
+    JSON records of its videos (path, frames, fps, clips), so every shard is self-describing. A shard is
+    closed when it reaches ``max_bytes`` or ``max_videos``, or ``max_seconds`` after its first video.
+    ``on_shard(path, records)`` is called after each shard is in place.
+    """
+
+    def __init__(self, directory: Path, rank: int, next_index: int, max_bytes: float, max_videos: int,
+                 max_seconds: float, on_shard: Callable[[Path, list[dict[str, Any]]], None] | None = None):
+        self.directory, self.rank, self.index = directory, rank, next_index
+        self.max_bytes, self.max_videos, self.max_seconds = max_bytes, max_videos, max_seconds
+        self.on_shard = on_shard
+        self.records: list[dict[str, Any]] = []
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.nbytes = 0
+        self.first_at: float | None = None
+        self.written: list[Path] = []
+
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Queue one complete video (``tensors``: output name -> ``[num_clips, ...]``)."""
+        for name, t in tensors.items():
+            t = t.contiguous()
+            self.tensors[_tensor_key(record["video_id"], name)] = t
+            self.nbytes += t.numel() * t.element_size()
+        self.records.append(record)
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        if (self.nbytes >= self.max_bytes or len(self.records) >= self.max_videos
+                or time.monotonic() - self.first_at >= self.max_seconds):
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Write the queued videos as one shard (no-op when empty). Returns its path."""
+        if not self.records:
+            return None
+        from safetensors.torch import save
+
+        name = f"r{self.rank:05d}-{self.index:06d}.safetensors"
+        path = self.directory / name
+        records = [dict(r, shard=name) for r in self.records]
+        meta = {"format": FORMAT_TAG, "videos": json.dumps(records, separators=(",", ":"))}
+        atomic_write_bytes(path, save(self.tensors, metadata=meta))
+        self.index += 1
+        self.written.append(path)
+        self.records, self.tensors, self.nbytes, self.first_at = [], {}, 0, None
+        if self.on_shard is not None:
+            self.on_shard(path, records)
+        return path
+
+
+def shard_files(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Finished shards of an output directory, sorted (temporary files are never matched)."""
+    d = Path(out_dir) / SHARD_DIR
+    return sorted(p for p in d.glob("r*.safetensors") if _SHARD_NAME.match(p.name)) if d.is_dir() else []
+
+
+def read_shard_records(path: Path) -> list[dict[str, Any]]:
+    """The per-video records stored in a shard's header (reads the header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT_TAG:
+        raise ValueError(f"{path} is not a hiera_video feature shard")
+    return json.loads(meta["videos"])
+
+
+def scan_done(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """video id -> record for every video in a finished shard. A video found in two shards (two runs
+    writing into one directory at once) keeps its first shard and is logged."""
+    done: dict[str, dict[str, Any]] = {}
+    for p in shard_files(out_dir):
+        for rec in read_shard_records(p):
+            vid = rec["video_id"]
+            if vid in done:
+                logger.warning("video '%s' is in %s and %s; using the first", vid, done[vid]["shard"], p.name)
+                continue
+            done[vid] = rec
+    return done
+
+
+# ============================================================================================ manifest
+_CSV_FIELDS = ("video_id", "path", "num_frames", "fps", "duration", "shard", "clip", "start_frame", "end_frame",
+               "start_time", "end_time")
+
+
+def _manifest_bytes(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(_CSV_FIELDS)
+    for r in records:
+        c = r["clips"]
+        for i in range(len(c["start_frame"])):
+            w.writerow([r["video_id"], r["path"], r["num_frames"], r["fps"], r["duration"], r["shard"], i,
+                        c["start_frame"][i], c["end_frame"][i], c["start_time"][i], c["end_time"][i]])
+    return buf.getvalue().encode()
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records: dict[str, dict[str, Any]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            r = records.get(row["video_id"])
+            if r is None:
+                r = records[row["video_id"]] = {
+                    "video_id": row["video_id"], "path": row["path"], "num_frames": int(row["num_frames"]),
+                    "fps": float(row["fps"]), "duration": float(row["duration"]), "shard": row["shard"],
+                    "clips": {"start_frame": [], "end_frame": [], "start_time": [], "end_time": []}}
+            for k, conv in (("start_frame", int), ("end_frame", int), ("start_time", float), ("end_time", float)):
+                r["clips"][k].append(conv(row[k]))
+    return list(records.values())
+
+
+def merge_outputs(out_dir: str | os.PathLike[str], fmt: str = "jsonl",
+                  order: Sequence[str] | None = None) -> dict[str, Any]:
+    """Rebuild the manifest and the failures file of ``out_dir`` from the shard headers (rank 0 calls it at
+    the end of a run; safe to call any time, e.g. after an interrupted run). ``order``: video ids in input
+    order (others follow, sorted). Returns ``{"videos": n, "failed": m}``."""
+    out = Path(out_dir)
+    done = scan_done(out)
+    rank_of = {vid: i for i, vid in enumerate(order or [])}
+    records = sorted(done.values(), key=lambda r: (rank_of.get(r["video_id"], len(rank_of)), r["video_id"]))
+    for stale in ("manifest.jsonl", "manifest.csv"):
+        if stale != f"manifest.{fmt}":
+            (out / stale).unlink(missing_ok=True)
+    atomic_write_bytes(out / f"manifest.{fmt}", _manifest_bytes(records, fmt))
+    failures: dict[str, dict[str, Any]] = {}
+    for p in sorted((out / PARTS_DIR).glob("failures.r*.jsonl")):
+        for line in p.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if rec["video_id"] not in done:  # failed once, extracted since: not a failure any more
+                    failures[rec["video_id"]] = rec
+    atomic_write_bytes(out / FAILURES_FILE,
+                       "".join(json.dumps(r) + "\n" for r in failures.values()).encode())
+    return {"videos": len(records), "failed": len(failures)}
+
+
+# ============================================================================================ loading
+@dataclass
+class VideoFeatures:
+    """The features of one video: ``features[name]`` is ``[num_clips, ...]`` and ``clips[...]`` are
+    ``[num_clips]`` tensors ``start_frame``, ``end_frame`` (exclusive), ``start_time``, ``end_time`` (s)."""
+
+    video_id: str
+    path: str
+    num_frames: int
+    fps: float
+    features: dict[str, torch.Tensor]
+    clips: dict[str, torch.Tensor]
+    shard: str = ""
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.features[name]
+
+
+class FeatureStore(Mapping[str, VideoFeatures]):
+    """Read-only mapping video id -> :class:`VideoFeatures` over an extraction directory.
+
+    The index comes from the manifest when it covers every shard on disk, otherwise (interrupted or
+    unmerged run) from the shard headers. Tensors are read on access, so opening a store of a million
+    videos costs only the index.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], outputs: Sequence[str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.outputs = list(outputs) if outputs is not None else None
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"feature directory '{directory}' does not exist")
+        on_disk = {p.name for p in shard_files(self.directory)}
+        records: list[dict[str, Any]] | None = None
+        for name in ("manifest.jsonl", "manifest.csv"):
+            if (self.directory / name).is_file():
+                records = _read_manifest(self.directory / name)
+                if {r["shard"] for r in records} != on_disk:
+                    records = None  # stale: shards were added after the last merge
+                break
+        if records is None:
+            records = list(scan_done(self.directory).values())
+        self._index = {r["video_id"]: r for r in records}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._index
+
+    def record(self, video_id: str) -> dict[str, Any]:
+        """The manifest record (path, num_frames, fps, shard, clips as lists) without reading tensors."""
+        return self._index[video_id]
+
+    def __getitem__(self, video_id: str) -> VideoFeatures:
+        from safetensors import safe_open
+
+        try:
+            rec = self._index[video_id]
+        except KeyError:
+            raise KeyError(f"no features for video id '{video_id}' in {self.directory}") from None
+        names = self.outputs if self.outputs is not None else list(rec["outputs"])
+        with safe_open(str(self.directory / SHARD_DIR / rec["shard"]), "pt") as f:
+            feats = {n: f.get_tensor(_tensor_key(video_id, n)) for n in names}
+        c = rec["clips"]
+        clips = {"start_frame": torch.tensor(c["start_frame"], dtype=torch.long),
+                 "end_frame": torch.tensor(c["end_frame"], dtype=torch.long),
+                 "start_time": torch.tensor(c["start_time"], dtype=torch.float64),
+                 "end_time": torch.tensor(c["end_time"], dtype=torch.float64)}
+        return VideoFeatures(video_id, rec["path"], int(rec["num_frames"]), float(rec["fps"]), feats, clips,
+                             rec["shard"])
+
+
+def load_features(directory: str | os.PathLike[str], video_id: str | None = None,
+                  outputs: Sequence[str] | None = None) -> FeatureStore | VideoFeatures:
+    """Features written by ``hiera-video extract``: a lazy :class:`FeatureStore` (video id ->
+    :class:`VideoFeatures`) or, with ``video_id``, that one video's features. ``outputs`` restricts which
+    tensors are read (default: every saved output)."""
+    store = FeatureStore(directory, outputs)
+    return store if video_id is None else store[video_id]
+
+
+# ============================================================================================ the run
+@dataclass
+class _Pending:
+    """Outputs of a video's clips as they come back from the model (clips of one video may span batches)."""
+
+    record: dict[str, Any]
+    num_clips: int
+    parts: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def _resolve(cfg: ExtractConfig, model: nn.Module) -> tuple[ExtractConfig, ClipSpec, SpatialSpec]:
+    """Fill the model-dependent defaults and check the clip / crop sizes against the model."""
+    mc = model.config
+    video = mc.is_video
+    mult = mc.size_multiple
+    T = cfg.num_frames if cfg.num_frames is not None else (mc.input_size[0] if video else 1)
+    if not video and T != 1:
+        raise ValueError(f"{cfg.model} is an image model: num_frames must be 1 (got {T})")
+    if video and T % mult[0]:
+        raise ValueError(f"num_frames={T} must be a multiple of {mult[0]} for this model (temporal patch stride)")
+    rate = cfg.sampling_rate if cfg.sampling_rate is not None else (4 if video else 1)
+    crop = cfg.crop_size if cfg.crop_size is not None else mc.input_size[-2]
+    if cfg.spatial == "center_crop":
+        for m in mult[-2:]:
+            if crop % m:
+                lo, hi = crop // m * m, (crop // m + 1) * m
+                raise ValueError(f"crop_size={crop} must be a multiple of {m} for this model; use {hi}"
+                                 + (f" or {lo}" if lo else ""))
+        short = cfg.short_side if cfg.short_side is not None else crop
+        if short < crop:
+            raise ValueError(f"short_side={short} is smaller than crop_size={crop}")
+    elif cfg.spatial == "full":
+        short = cfg.short_side
+    else:
+        raise ValueError(f"unknown spatial mode '{cfg.spatial}' (expected 'center_crop' or 'full')")
+    mean = cfg.mean or (VIDEO_MEAN if video else IMAGE_MEAN)
+    std = cfg.std or (VIDEO_STD if video else IMAGE_STD)
+    resolved = dataclasses.replace(cfg, num_frames=T, sampling_rate=rate, crop_size=crop, short_side=short,
+                                   mean=tuple(mean), std=tuple(std),
+                                   outputs=tuple(n for n, _ in _parse_outputs(cfg.outputs, mc.num_stages,
+                                                                              mc.num_classes)))
+    spec = ClipSpec(T, rate, cfg.clip_mode, cfg.stride, cfg.stride_seconds, cfg.target_fps, cfg.num_clips,
+                    cfg.tail)
+    spatial = SpatialSpec(cfg.spatial, (crop, crop), short, (mult[-2], mult[-1]),
+                          resize_in_decoder=cfg.decode_resize and short is not None)
+    return resolved, spec, spatial
+
+
+def _check_or_save_config(out: Path, cfg: ExtractConfig, is_main: bool) -> None:
+    """Refuse to mix features made with different settings in one directory; save the settings."""
+    path = out / CONFIG_FILE
+    # Through JSON so that tuples nested in model_overrides compare equal to the lists read back.
+    mine = json.loads(json.dumps({k: cfg.to_dict()[k] for k in ExtractConfig.FEATURE_FIELDS}))
+    if path.is_file():
+        old = json.loads(path.read_text()).get("features", {})
+        diff = [k for k in ExtractConfig.FEATURE_FIELDS if k in old and old[k] != mine[k]]
+        if diff and shard_files(out):
+            detail = ", ".join(f"{k}: {old[k]!r} -> {mine[k]!r}" for k in diff)
+            raise ValueError(f"{out} holds features extracted with other settings ({detail}); use another "
+                             "output directory or delete it")
+    if is_main:
+        atomic_write_bytes(path, json.dumps({"features": mine, "run": cfg.to_dict()}, indent=2).encode())
+
+
+def run_extract(cfg: ExtractConfig | Mapping[str, Any],
+                on_shard: Callable[[Path, list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """Extract features as described by ``cfg`` (see :class:`ExtractConfig` and the module docstring).
+
+    Under ``torchrun`` each rank takes videos ``rank, rank + world, ...`` of the input list, writes its own
+    shards and rank 0 merges the manifests at the end. Returns the summary of this process (rank 0: the
+    whole run): ``done`` (extracted now), ``skipped`` (already done), ``failed``, ``clips``, ``seconds``,
+    ``clips_per_s``, ``peak_frames_held``, ``shards``.
+    """
+    from hiera_video.engine import distributed as hd
+
+    cfg = cfg if isinstance(cfg, ExtractConfig) else ExtractConfig.from_dict(cfg)
+    if not cfg.input or not cfg.output_dir:
+        raise ValueError("extract needs an input (directory, list file or CSV) and an output directory")
+    started_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = hd.init_distributed(cfg.device)
+    out = Path(cfg.output_dir)
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+
+    items = discover_inputs(cfg.input, cfg.root, cfg.extensions)
+    model = load_extract_model(cfg, info.device)
+    cfg, spec, spatial = _resolve(cfg, model)
+    outputs = _parse_outputs(cfg.outputs, model.config.num_stages, model.config.num_classes)
+    _check_or_save_config(out, cfg, info.is_main)
+
+    # Shard the *full* list by rank before skipping done videos: every rank then agrees on who owns what
+    # even if another rank finishes a shard while this one is still scanning.
+    mine = items[info.rank::info.world_size]
+    done = scan_done(out)
+    todo = [it for it in mine if it.video_id not in done]
+    skipped = len(mine) - len(todo)
+    prefix = f"r{info.rank:05d}-"
+    for tmp in (out / SHARD_DIR).glob(f".{prefix}*.tmp"):  # partial shards of a killed run of this rank
+        tmp.unlink(missing_ok=True)
+    existing = [int(_SHARD_NAME.match(p.name).group(2)) for p in shard_files(out) if p.name.startswith(prefix)]
+    writer = ShardWriter(out / SHARD_DIR, info.rank, max(existing, default=-1) + 1, cfg.shard_size_mb * 2**20,
+                         cfg.shard_max_videos, cfg.flush_seconds, on_shard)
+    failures_path = out / PARTS_DIR / f"failures.r{info.rank:05d}.jsonl"
+    failures_path.write_text("")  # this run's failures (failed videos are retried by a re-run)
+    dtype = torch.float16 if cfg.dtype == "fp16" else torch.float32
+
+    stream = ClipStream(todo, spec, spatial, cfg.batch_size, cfg.window_frames, cfg.backend)
+    loader = DataLoader(stream, batch_size=None, collate_fn=_identity, num_workers=cfg.num_workers,
+                        pin_memory=info.device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=2 if cfg.num_workers > 0 else None)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    use_amp = amp is not None and info.device.type == "cuda"
+
+    pending: dict[int, _Pending] = {}
+    stats = {"done": 0, "failed": 0, "clips": 0, "peak_frames_held": 0, "frames_decoded": 0}
+    bar = _progress(len(todo), enabled=cfg.progress and info.is_main, skipped=skipped)
+    t0 = time.perf_counter()
+
+    def fail(index: int, error: str) -> None:
+        pending.pop(index, None)
+        it = todo[index]
+        with open(failures_path, "a") as f:
+            f.write(json.dumps({"video_id": it.video_id, "path": it.path, "error": error, "rank": info.rank})
+                    + "\n")
+        logger.warning("failed: %s (%s)", it.path, error)
+        stats["failed"] += 1
+        bar.update(1)
+
+    def finish(index: int) -> None:
+        p = pending.pop(index)
+        tensors = {name: torch.stack([p.parts[i][name] for i in range(p.num_clips)]) for name, _ in outputs}
+        p.record["outputs"] = {k: list(v.shape) for k, v in tensors.items()}
+        writer.add(p.record, tensors)
+        stats["done"] += 1
+        bar.update(1)
+
+    try:
+        for packet in loader:
+            for ev in packet["events"]:
+                i = ev["index"]
+                if ev["type"] == "video":
+                    it, fps = todo[i], ev["fps"]
+                    sf = [s for s, _ in ev["clips"]]
+                    ef = [e for _, e in ev["clips"]]
+                    rec = {"video_id": it.video_id, "path": it.path, "num_frames": ev["num_frames"], "fps": fps,
+                           "duration": ev["num_frames"] / fps if fps > 0 else 0.0,
+                           "clips": {"start_frame": sf, "end_frame": ef,
+                                     "start_time": [s / fps if fps > 0 else 0.0 for s in sf],
+                                     "end_time": [e / fps if fps > 0 else 0.0 for e in ef]}}
+                    pending[i] = _Pending(rec, len(ev["clips"]))
+                elif ev["type"] == "failed":
+                    fail(i, ev["error"])
+                elif ev["type"] == "stats":
+                    stats["peak_frames_held"] = max(stats["peak_frames_held"], ev["peak"])
+                    stats["frames_decoded"] += ev["decoded"]
+            if packet["clips"] is not None:
+                x = normalize_batch(packet["clips"].to(info.device, non_blocking=True), cfg.mean, cfg.std,
+                                    model.config.is_video)
+                with torch.autocast(info.device.type, dtype=amp or torch.bfloat16, enabled=use_amp):
+                    res = compute_outputs(model, x, outputs, cfg.pool_space)
+                res = {k: v.to("cpu", dtype) for k, v in res.items()}
+                touched = set()
+                for j, (i, ci) in enumerate(packet["keys"]):
+                    if i in pending:  # (clips of a video that failed later are dropped)
+                        pending[i].parts[ci] = {k: v[j] for k, v in res.items()}
+                        touched.add(i)
+                stats["clips"] += len(packet["keys"])
+            else:
+                touched = set()
+            for i in touched | {ev["index"] for ev in packet["events"] if ev["type"] == "video"}:
+                if i in pending and len(pending[i].parts) == pending[i].num_clips:
+                    finish(i)
+            bar.set_postfix(clips=stats["clips"], clips_s=f"{stats['clips'] / (time.perf_counter() - t0):.2f}",
+                            failed=stats["failed"], refresh=False)
+        for i in list(pending):  # the stream ended without all clips of a video: a bug, never silent
+            fail(i, "internal error: stream ended before all clips were extracted")
+    finally:
+        # Whatever stopped the loop (Ctrl-C, a crash, a hook), finished videos are written, never lost.
+        writer.flush()
+        bar.close()
+
+    seconds = time.perf_counter() - t0
+    summary = {"rank": info.rank, "done": stats["done"], "skipped": skipped, "failed": stats["failed"],
+               "clips": stats["clips"], "seconds": round(seconds, 3),
+               "clips_per_s": round(stats["clips"] / seconds, 4) if seconds > 0 else 0.0,
+               "peak_frames_held": stats["peak_frames_held"], "frames_decoded": stats["frames_decoded"],
+               "shards": len(writer.written)}
+    atomic_write_bytes(out / PARTS_DIR / f"summary.r{info.rank:05d}.json", json.dumps(summary).encode())
+    hd.barrier()
+    if info.is_main:
+        merge_outputs(out, cfg.manifest_format, [it.video_id for it in items])
+        parts = [json.loads(p.read_text()) for p in sorted((out / PARTS_DIR).glob("summary.r*.json"))]
+        parts = [p for p in parts if p["rank"] < info.world_size]
+        total = _combine(parts)
+        atomic_write_bytes(out / SUMMARY_FILE, json.dumps(total, indent=2).encode())
+        if cfg.progress:
+            print(_format_summary(total, out), file=sys.stderr)
+        summary = total
+    hd.barrier()
+    if started_group and info.distributed:
+        hd.cleanup_distributed()
+    return summary
+
+
+def _combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {k: sum(p[k] for p in parts)
+                             for k in ("done", "skipped", "failed", "clips", "frames_decoded", "shards")}
+    seconds = max(p["seconds"] for p in parts)
+    total.update(ranks=len(parts), seconds=seconds, peak_frames_held=max(p["peak_frames_held"] for p in parts),
+                 clips_per_s=round(total["clips"] / seconds, 4) if seconds > 0 else 0.0)
+    return total
+
+
+def _format_summary(s: dict[str, Any], out: Path) -> str:
+    return (f"extract: {s['done']} done, {s['skipped']} skipped (already done), {s['failed']} failed"
+            f"{f' (see {out / FAILURES_FILE})' if s['failed'] else ''}; {s['clips']} clips in {s['seconds']:.1f}s "
+            f"({s['clips_per_s']:.2f} clips/s) -> {out}")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, skipped: int) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="video", desc=f"extract ({skipped} already done)" if skipped else "extract",
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def extract_features(input: str | os.PathLike[str], output_dir: str | os.PathLike[str],
+                     on_shard: Callable[[Path, list[dict[str, Any]]], None] | None = None,
+                     **settings: Any) -> dict[str, Any]:
+    """Python entry point: ``extract_features("videos/", "feats/", model=..., **ExtractConfig fields)``.
+    Returns the run summary (see :func:`run_extract`)."""
+    return run_extract(ExtractConfig.from_dict({"input": str(input), "output_dir": str(output_dir), **settings}),
+                       on_shard=on_shard)
+
+
+# ============================================================================================ command line
+def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``extract`` options (shared by ``hiera-video extract`` and ``python -m ...extract``)."""
+    d = ExtractConfig()
+    p.add_argument("input", help="directory of videos/images (recursive), list file or Kinetics-style CSV")
+    p.add_argument("output_dir", help="where shards, manifest, failures and summary go")
+    p.add_argument("--root", help="base folder of relative paths in a list / CSV file")
+    p.add_argument("--extensions", help="comma-separated extensions for directory inputs")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=d.model, help="registry name or run / save_pretrained directory")
+    g.add_argument("--pretrained", help="checkpoint file, directory or hub repo id")
+    g.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config field, e.g. num_classes=400 (YAML value; repeatable)")
+    g = p.add_argument_group("clips")
+    g.add_argument("--clip-mode", choices=["sliding", "uniform"], default=d.clip_mode)
+    g.add_argument("--num-frames", type=int, help="frames per clip (default: the model's)")
+    g.add_argument("--sampling-rate", type=int, help="frames between samples (default 4 video, 1 image)")
+    g.add_argument("--target-fps", type=float, help="count the sampling rate at this frame rate")
+    g.add_argument("--stride", type=float, help="sliding: source frames between clip starts")
+    g.add_argument("--stride-seconds", type=float, help="sliding: seconds between clip starts")
+    g.add_argument("--tail", choices=["drop", "pad", "align"], default=d.tail)
+    g.add_argument("--num-clips", type=int, default=d.num_clips, help="uniform: clips per video")
+    g = p.add_argument_group("space")
+    g.add_argument("--spatial", choices=["center_crop", "full"], default=d.spatial)
+    g.add_argument("--crop-size", type=int)
+    g.add_argument("--short-side", type=int)
+    g.add_argument("--decode-resize", action="store_true", help="resize in the decoder (faster, not bitwise)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--outputs", default=",".join(d.outputs), help="comma-separated: embedding,logits,probs,stageK")
+    g.add_argument("--pool-space", action="store_true", help="average stage maps over H and W")
+    g.add_argument("--dtype", choices=["fp32", "fp16"], default=d.dtype)
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp)
+    g = p.add_argument_group("execution")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--num-workers", type=int, default=d.num_workers)
+    g.add_argument("--device", default=d.device)
+    g.add_argument("--backend", choices=["auto", "decord", "pyav"], default=d.backend)
+    g.add_argument("--window-frames", type=int, default=d.window_frames)
+    g.add_argument("--shard-size-mb", type=float, default=d.shard_size_mb)
+    g.add_argument("--shard-max-videos", type=int, default=d.shard_max_videos)
+    g.add_argument("--flush-seconds", type=float, default=d.flush_seconds)
+    g.add_argument("--manifest-format", choices=["jsonl", "csv"], default=d.manifest_format)
+    g.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> ExtractConfig:
+    """The :class:`ExtractConfig` of parsed ``extract`` arguments."""
+    import yaml
+
+    overrides = {}
+    for item in args.model_override:
+        if "=" not in item:
+            raise ValueError(f"--model-override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = yaml.safe_load(v)
+    skip = {"model_override", "no_progress", "command", "func", "verbose"}
+    values = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    values.update(model_overrides=overrides, progress=not args.no_progress)
+    return ExtractConfig.from_dict(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hiera_video.engine.extract INPUT OUTPUT [options]``."""
+    parser = argparse.ArgumentParser(prog="hiera-video extract", description=__doc__.split("\n\n")[0])
+    add_extract_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = run_extract(config_from_args(args))
+    return 0 if summary.get("failed", 0) == 0 else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
