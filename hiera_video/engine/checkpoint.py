@@ -19,6 +19,7 @@ import os
 import random
 import re
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -148,7 +149,10 @@ class CheckpointManager:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """``None`` -> no resume; ``"auto"`` -> the run's latest checkpoint if any; a folder -> its latest; a file."""
+    """Which checkpoint ``--resume`` means.
+
+    ``None``: no resume; ``"auto"``: the run's latest checkpoint if any; a folder: its latest; else a file.
+    """
     if resume is None:
         return None
     if resume == "auto":
@@ -184,7 +188,8 @@ class GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nInterrupt received: saving a checkpoint after this step (Ctrl-C again to stop now)", flush=True)
+        print("\nInterrupt received: saving a checkpoint after this step (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
 
     def __enter__(self) -> GracefulInterrupt:
         import threading

@@ -40,6 +40,7 @@ __all__ = [
     "all_gather_objects",
     "all_reduce_sum",
     "barrier",
+    "broadcast_module",
     "broadcast_object",
     "cleanup_distributed",
     "init_distributed",
@@ -143,6 +144,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (no-op when single-process)."""
+    if not _active():
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=src)
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = False) -> nn.Module:

@@ -75,7 +75,9 @@ def progress(iterable: Iterable[T], total_clips: int | None = None, desc: str = 
 class MetricLogger:
     """JSON-lines (+ TensorBoard) metrics of one run; every method is a no-op when ``enabled=False``."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike[str], enabled: bool = True, tensorboard: bool = True
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.path = self.run_dir / "metrics.jsonl"

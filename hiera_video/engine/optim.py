@@ -2,8 +2,8 @@
 
 Layer ids follow the Hiera parameter names (see :func:`layer_id`): the patch embedding and position
 embeddings are layer 0, block ``i`` is layer ``i + 1``, and everything after the blocks (final norm, head,
-MAE decoder) is the last layer ``depth + 1``. With decay ``d``, layer ``l`` trains at ``lr * d ** (depth+1-l)``
-so early layers of a pretrained encoder move least.
+MAE decoder) is the last layer ``depth + 1``. With decay ``d``, layer ``l`` trains at
+``lr * d ** (depth + 1 - l)`` so early layers of a pretrained encoder move least.
 
 Weight decay is not applied to 1-d parameters (norm scales, biases), position embeddings, mask tokens, or
 anything the model lists in ``no_weight_decay()``: decaying them only pulls them towards zero.
@@ -132,7 +132,11 @@ class CosineWarmupSchedule:
         return self.lr_at(self.last_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+        return {
+            "last_step": self.last_step,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_step = int(state["last_step"])

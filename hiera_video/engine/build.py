@@ -1,0 +1,224 @@
+"""Composition: config -> model, datasets and checks. The one place where models meet data.
+
+The model package knows nothing of files and the data package nothing of models; the engines need both, and
+build them here from a :class:`~hiera_video.config.Config`:
+
+* :func:`check_config` validates a run *before* anything heavy (model name, architecture vs. job, input
+  size vs. patch/mask-unit grid, data root and list files) and raises :class:`ConfigError` naming the key;
+* :func:`build_model` creates the registered model with the data's input size and number of classes;
+* :func:`build_dataset` / :func:`read_class_names` wrap the data layer's datasets and transforms;
+* :func:`prepare_synthetic` generates the demo / test sets into the data root when asked to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch.nn as nn
+
+from hiera_video.config import Config, ConfigError
+
+__all__ = [
+    "build_dataset",
+    "build_model",
+    "check_config",
+    "input_size",
+    "model_overrides",
+    "prepare_synthetic",
+    "read_class_names",
+]
+
+Job = Literal["train", "pretrain", "eval", "predict"]
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def input_size(cfg: Config) -> tuple[int, ...]:
+    """The model input the data pipeline produces: ``(T, H, W)`` for video, ``(H, W)`` for images."""
+    crop = cfg.data.crop_size
+    return (cfg.data.num_frames, crop, crop) if cfg.data.kind == "video" else (crop, crop)
+
+
+def model_overrides(cfg: Config, num_classes: int | None) -> dict[str, Any]:
+    """Keyword arguments for ``create_model``: the user's overrides plus what data and recipe decide."""
+    out: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.overrides.items()}
+    out.setdefault("input_size", input_size(cfg))
+    out.setdefault("drop_path_rate", cfg.model.drop_path_rate)
+    out.setdefault("head_dropout", cfg.model.head_dropout)
+    if num_classes is not None:
+        out.setdefault("num_classes", num_classes)
+    return out
+
+
+def _arch(name: str) -> str:
+    from hiera_video.models.registry import model_arch
+
+    return model_arch(name)
+
+
+def check_model(cfg: Config, job: Job) -> None:
+    """Model name, architecture for the job, and the input size against the patch / mask-unit grid."""
+    from hiera_video.models import get_config, list_models
+
+    name = cfg.model.name
+    if name not in list_models():
+        import difflib
+
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise ConfigError(f"model.name: unknown model {name!r}{hint}; available: {', '.join(list_models())}")
+    arch = _arch(name)
+    if job == "pretrain" and arch != "mae_hiera":
+        raise ConfigError(f"model.name: pretraining needs an MAE model (mae_*), got {name!r}; try 'mae_{name}'")
+    if job in ("train", "eval") and arch == "mae_hiera":
+        raise ConfigError(
+            f"model.name: {name!r} is an MAE model; supervised {job} needs a classifier "
+            f"(e.g. {name.removeprefix('mae_')!r} with model.pretrained=<the MAE checkpoint>)"
+        )
+    overrides = model_overrides(cfg, None)
+    try:
+        model_cfg = get_config(name, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from err
+    want = 3 if cfg.data.kind == "video" else 2
+    if model_cfg.ndim != want:
+        raise ConfigError(
+            f"model.name: {name!r} is a {'video' if model_cfg.ndim == 3 else 'image'} model but data.kind is "
+            f"{cfg.data.kind!r}; pick a {'*_16x224' if want == 3 else '*_224'} model or change data.kind"
+        )
+
+
+def build_model(cfg: Config, num_classes: int | None = None, class_names: list[str] | None = None) -> nn.Module:
+    """Create ``cfg.model.name`` (loading ``cfg.model.pretrained`` if set) sized for the data."""
+    from hiera_video.models import create_model
+
+    overrides = model_overrides(cfg, num_classes if _arch(cfg.model.name) == "hiera" else None)
+    if class_names is not None:
+        overrides["extra"] = {"class_names": list(class_names)}
+    model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, **overrides)
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _root(cfg: Config) -> Path:
+    if cfg.data.root is None:
+        raise ConfigError("data.root is not set: give the dataset folder, e.g. data.root=/data/k400")
+    return Path(cfg.data.root)
+
+
+def _split_source(cfg: Config, split: str) -> Path:
+    """The list file (video) or class-per-folder directory (image) of ``split`` (train / val / test)."""
+    root = _root(cfg)
+    if cfg.data.kind == "video":
+        name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
+        if name is None:
+            raise ConfigError(f"data.{split}_list is not set")
+        return root / name
+    name = {"train": cfg.data.train_split, "val": cfg.data.val_split, "test": cfg.data.val_split}[split]
+    return root / name
+
+
+def check_data(cfg: Config, splits: tuple[str, ...]) -> None:
+    """The data root and the splits' list files / folders exist (synthetic data is generated later)."""
+    if cfg.data.synthetic is not None:
+        return
+    root = _root(cfg)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: dataset folder {str(root)!r} does not exist")
+    for split in splits:
+        source = _split_source(cfg, split)
+        key = f"data.{split}_list" if cfg.data.kind == "video" else f"data.{split}_split"
+        if cfg.data.kind == "video" and not source.is_file():
+            raise ConfigError(f"{key}: list file {str(source)!r} does not exist")
+        if cfg.data.kind == "image" and not source.is_dir():
+            raise ConfigError(f"{key}: image folder {str(source)!r} does not exist")
+
+
+def check_config(cfg: Config, job: Job, splits: tuple[str, ...] = ()) -> None:
+    """Everything that can be checked cheaply, before datasets are read or models built."""
+    check_model(cfg, job)
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be at least 1, got {cfg.data.batch_size}")
+    if cfg.optim.accum_steps < 1:
+        raise ConfigError(f"optim.accum_steps must be at least 1, got {cfg.optim.accum_steps}")
+    if cfg.train.epochs < 1 and job in ("train", "pretrain"):
+        raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+    if cfg.data.kind == "video" and cfg.data.num_frames < 1:
+        raise ConfigError(f"data.num_frames must be at least 1, got {cfg.data.num_frames}")
+    if cfg.model.pretrained is not None and not _looks_remote(cfg.model.pretrained):
+        if not Path(cfg.model.pretrained).exists():
+            raise ConfigError(f"model.pretrained: {cfg.model.pretrained!r} does not exist")
+    check_data(cfg, splits)
+
+
+def _looks_remote(source: str) -> bool:
+    # A hub repo id "org/name" that is not a local path.
+    return source.count("/") == 1 and not Path(source).exists() and not source.startswith((".", "/"))
+
+
+def prepare_synthetic(cfg: Config, default_root: Path) -> Config:
+    """Generate ``cfg.data.synthetic`` into ``data.root`` (default: ``default_root``) unless already there.
+
+    Returns the config with ``data.root`` set. Generation is deterministic in ``synthetic.seed``, so an
+    existing folder with the same settings is reused (a marker file records them).
+    """
+    import copy
+    import json
+
+    syn = cfg.data.synthetic
+    if syn is None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    root = Path(cfg.data.root) if cfg.data.root is not None else default_root
+    cfg.data.root = str(root)
+    marker = root / "synthetic.json"
+    settings = {**syn.__dict__, "size": list(syn.size)}
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        return cfg
+    from hiera_video.data import make_image_dataset, make_motion_dataset
+
+    counts = {"train": syn.num_per_class, "val": syn.num_val_per_class}
+    if syn.kind == "motion":
+        make_motion_dataset(root, num_videos_per_class=counts, num_frames=syn.num_frames,
+                            size=(syn.size[0], syn.size[1]), fps=syn.fps, seed=syn.seed)
+    else:
+        make_image_dataset(root, num_images_per_class=counts, size=(syn.size[0], syn.size[1]), seed=syn.seed)
+    marker.write_text(json.dumps(settings))
+    return cfg
+
+
+def read_class_names(cfg: Config) -> list[str]:
+    """Class names in label order: ``classes.txt`` in the root, else the image folders, else label ids."""
+    root = _root(cfg)
+    listed = root / "classes.txt"
+    if listed.is_file():
+        names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+    elif cfg.data.kind == "image":
+        names = sorted(p.name for p in _split_source(cfg, "train").iterdir() if p.is_dir())
+    else:
+        labels = set()
+        for line in _split_source(cfg, "train").read_text().splitlines():
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) == 2:
+                labels.add(int(parts[1]))
+        names = [str(i) for i in range(max(labels) + 1)] if labels else []
+    if cfg.data.num_classes is not None:
+        if len(names) > cfg.data.num_classes:
+            raise ConfigError(f"data.num_classes={cfg.data.num_classes} but the data has {len(names)} classes")
+        names += [str(i) for i in range(len(names), cfg.data.num_classes)]
+    if not names:
+        raise ConfigError(f"data.root: found no classes in {str(root)!r}")
+    return names
+
+
+def build_dataset(cfg: Config, split: str, train: bool) -> Any:
+    """A dataset for ``split``. ``train=True``: random clip + train augmentation, items ``(clip, label,
+    index)``; ``train=False``: all test views ``[V, C, (T,) H, W]`` per item.
+    """
+    raise NotImplementedError("wired to the data layer once it lands")

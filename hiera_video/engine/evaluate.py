@@ -1,0 +1,270 @@
+"""Multi-view evaluation: per-video softmax averaged over clips x crops, top-1/top-5, per-class accuracy.
+
+A test dataset item is ``(views, label, index)`` with ``views`` ``[V, C, T, H, W]`` (V = temporal clips x
+spatial crops; images: ``[V, C, H, W]``), or a single view without the V axis. :func:`evaluate` runs every
+view, averages the softmax probabilities per video (the protocol of the Hiera / MAE-ST papers), shards the
+videos over ranks and gathers the scores on every rank. Videos that cannot be decoded are excluded from the
+accuracy, counted and listed, so one corrupt file does not stop an evaluation of thousands.
+
+:func:`write_report` saves ``metrics.json`` (everything, including per-class accuracy and the confusion
+matrix) and ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from hiera_video.engine.distributed import DistInfo, all_gather_objects
+from hiera_video.engine.logging import progress
+
+__all__ = ["EvalResult", "SkipUnreadable", "evaluate", "plot_confusion", "write_report"]
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation (identical on every rank)."""
+
+    top1: float
+    top5: float
+    loss: float
+    num_videos: int
+    num_classes: int
+    per_class: list[float | None]  # accuracy per class; None for classes absent from the split
+    confusion: list[list[int]]  # [true class][predicted class] counts
+    failed: list[dict[str, str]] = field(default_factory=list)  # unreadable items: index, path, error
+    probs: torch.Tensor | None = None  # [N, num_classes] averaged softmax, in dataset order of `indices`
+    indices: list[int] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-friendly summary (without the probability matrix)."""
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "loss": self.loss,
+            "num_videos": self.num_videos,
+            "num_failed": len(self.failed),
+            "num_classes": self.num_classes,
+            "per_class_accuracy": self.per_class,
+            "confusion_matrix": self.confusion,
+            "failed": self.failed,
+        }
+
+
+class SkipUnreadable(Dataset):
+    """Turns an exception in ``dataset[i]`` into a marker so evaluation can go on without that item."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        index = key[0] if isinstance(key, tuple) else key
+        try:
+            return self.dataset[key]
+        except Exception as err:  # noqa: BLE001 - any decode error: report it and keep evaluating
+            return _Failed(int(index), _item_path(self.dataset, int(index)), f"{type(err).__name__}: {err}")
+
+
+@dataclass
+class _Failed:
+    index: int
+    path: str
+    error: str
+
+
+def _item_path(dataset: Any, index: int) -> str:
+    inner = getattr(dataset, "dataset", dataset)
+    for attr in ("path_of", "get_path"):
+        fn = getattr(inner, attr, None)
+        if callable(fn):
+            return str(fn(index))
+    samples = getattr(inner, "samples", None)
+    if samples is not None and index < len(samples):
+        item = samples[index]
+        return str(item[0] if isinstance(item, (tuple, list)) else item)
+    return f"#{index}"
+
+
+def _collate(items: list[Any]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[_Failed]]:
+    good = [it for it in items if not isinstance(it, _Failed)]
+    failed = [it for it in items if isinstance(it, _Failed)]
+    if not good:
+        return None, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
+    views = torch.stack([torch.as_tensor(it[0]) for it in good])
+    labels = torch.as_tensor([int(it[1]) for it in good])
+    indices = torch.as_tensor([int(it[2]) if len(it) > 2 else -1 for it in good])
+    return views, labels, indices, failed
+
+
+@torch.no_grad()
+def predict_views(
+    model: nn.Module, views: torch.Tensor, video_ndim: int, view_batch: int | None = None
+) -> torch.Tensor:
+    """Softmax averaged over views. ``views``: ``[B, V, C, *S]`` or ``[B, C, *S]`` -> ``[B, num_classes]``.
+
+    ``video_ndim`` is the number of spatial(-temporal) dims of one view (3 for video, 2 for images).
+    """
+    if views.ndim == 2 + video_ndim:
+        views = views[:, None]
+    B, V = views.shape[:2]
+    flat = views.flatten(0, 1)
+    chunk = view_batch or flat.shape[0]
+    logits = torch.cat([model(flat[i : i + chunk]).float() for i in range(0, flat.shape[0], chunk)])
+    return logits.softmax(-1).view(B, V, -1).mean(1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    info: DistInfo,
+    num_classes: int,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    video_ndim: int = 3,
+    autocast: Any = None,
+    show_progress: bool = True,
+    desc: str = "eval",
+    input_transform: Any = None,
+) -> EvalResult:
+    """Evaluate ``model`` on every item of ``dataset`` (sharded over ranks, results gathered everywhere).
+
+    ``input_transform`` (optional) maps a batch of views ``[B, V, C, *S]`` to what the model sees (e.g. the
+    single-frame ablation). ``autocast`` is a context-manager factory for mixed precision.
+    """
+    import contextlib
+
+    from hiera_video.engine.sampler import ResumableSampler
+
+    was_training = model.training
+    model.eval()
+    sampler = ResumableSampler(
+        len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size, drop_last=False
+    )
+    loader = DataLoader(
+        SkipUnreadable(dataset),
+        batch_size=batch_size,
+        sampler=[i for i, _ in sampler],
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    all_probs: list[torch.Tensor] = []
+    all_labels: list[torch.Tensor] = []
+    all_indices: list[torch.Tensor] = []
+    failed: list[_Failed] = []
+    bar = progress(
+        loader, total_clips=len(sampler), desc=desc, unit="video", enabled=info.is_main and show_progress,
+        clips_of=lambda b: len(b[1]) + len(b[3]),
+    )
+    for views, labels, indices, bad in bar:
+        failed.extend(bad)
+        if views is None:
+            continue
+        views = views.to(info.device, non_blocking=True)
+        if input_transform is not None:
+            views = input_transform(views)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            probs = predict_views(model, views, video_ndim)
+        all_probs.append(probs.cpu())
+        all_labels.append(labels)
+        all_indices.append(indices)
+    if was_training:
+        model.train()
+
+    local = (
+        torch.cat(all_probs) if all_probs else torch.empty(0, num_classes),
+        torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long),
+        torch.cat(all_indices) if all_indices else torch.empty(0, dtype=torch.long),
+        [(f.index, f.path, f.error) for f in failed],
+    )
+    gathered = all_gather_objects(local)
+    probs = torch.cat([g[0] for g in gathered])
+    labels = torch.cat([g[1] for g in gathered])
+    indices = torch.cat([g[2] for g in gathered])
+    failures = sorted({f for g in gathered for f in g[3]})
+    order = indices.argsort()
+    probs, labels, indices = probs[order], labels[order], indices[order]
+    return _score(probs, labels, indices, num_classes, failures)
+
+
+def _score(probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, num_classes: int,
+           failures: list[tuple[int, str, str]]) -> EvalResult:
+    n = labels.numel()
+    failed = [{"index": str(i), "path": p, "error": e} for i, p, e in failures]
+    if n == 0:
+        return EvalResult(0.0, 0.0, float("nan"), 0, num_classes, [None] * num_classes,
+                          [[0] * num_classes for _ in range(num_classes)], failed, probs, indices.tolist())
+    k = min(5, num_classes)
+    topk = probs.topk(k, dim=-1).indices
+    top1 = (topk[:, 0] == labels).float().mean().item()
+    top5 = (topk == labels[:, None]).any(-1).float().mean().item()
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    pred = topk[:, 0]
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    support = confusion.sum(1)
+    per_class = [
+        (confusion[c, c].item() / support[c].item()) if support[c] > 0 else None for c in range(num_classes)
+    ]
+    return EvalResult(top1, top5, loss, n, num_classes, per_class, confusion.tolist(), failed, probs,
+                      indices.tolist())
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str | os.PathLike[str]) -> Path:
+    """Row-normalised confusion matrix picture (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mat = torch.tensor(confusion, dtype=torch.float64)
+    norm = mat / mat.sum(1, keepdim=True).clamp_min(1)
+    n = mat.shape[0]
+    size = min(20.0, max(4.0, 0.35 * n + 2))
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 40:  # beyond that the tick labels are unreadable anyway
+        ax.set_xticks(range(n), class_names[:n], rotation=90)
+        ax.set_yticks(range(n), class_names[:n])
+        if n <= 12:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, int(mat[i, j]), ha="center", va="center",
+                            color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(result: EvalResult, class_names: list[str], out_dir: str | os.PathLike[str],
+                 name: str = "eval") -> dict[str, Path]:
+    """Write ``<name>_metrics.json`` and ``<name>_confusion.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = result.metrics()
+    metrics["class_names"] = class_names
+    metrics["per_class_accuracy"] = {
+        name_: acc for name_, acc in zip(class_names, result.per_class)
+    }
+    json_path = out_dir / f"{name}_metrics.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, json_path)
+    png = plot_confusion(result.confusion, class_names, out_dir / f"{name}_confusion.png")
+    return {"metrics": json_path, "confusion": png}

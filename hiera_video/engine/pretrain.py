@@ -1,0 +1,186 @@
+"""MAE pretraining of Hiera on videos or images (no labels used).
+
+    from hiera_video.config import load_config
+    from hiera_video.engine.pretrain import pretrain
+    pretrain(load_config("k400_mae_pretrain_hiera_base_16x224", ["data.root=/data/k400"]))
+
+The recipe of the papers comes from the config (AdamW betas 0.9/0.95, no layer-wise decay, mask ratio 0.9
+for video / 0.6 for images, cosine schedule with long warmup). The model draws a random mask per sample from
+the global torch generator, which the checkpoints save, so resume is exact here too.
+
+At the end of every ``mae.vis_every_epochs`` epochs the run folder gets ``recon/epoch_XXXX.png``: for a few
+fixed validation clips, rows of input frames, masked input, and reconstruction (masked patches' per-patch
+normalisation undone with the visible patches' statistics, see ``MaskedAutoencoderHiera.reconstruct``).
+The validation MAE loss on a fixed subset with fixed masks is logged each epoch, so curves are comparable.
+
+The encoder of the result fine-tunes with ``hiera-video train`` and
+``model.pretrained=<run>/checkpoints/last.pt`` or ``<run>/model`` (encoder weights load into the classifier).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from hiera_video.config import Config
+from hiera_video.engine import build
+from hiera_video.engine.checkpoint import resolve_resume
+from hiera_video.engine.distributed import DistInfo, barrier
+from hiera_video.engine.logging import get_logger
+from hiera_video.engine.loop import LoopState, autocast_context, fit
+from hiera_video.engine.train import seed_everything, setup_run
+
+__all__ = ["MAETask", "pretrain", "save_reconstruction_grid"]
+
+_VAL_SUBSET = 32  # validation clips scored each epoch (fixed subset, fixed masks)
+
+
+def _first_view(item: Any) -> torch.Tensor:
+    """The clip of a dataset item; a test-mode item holds views ``[V, C, ...]``: take the first."""
+    x = torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
+    return x
+
+
+class MAETask:
+    """MAE loss on training batches; fixed-mask validation loss and reconstruction pictures per epoch."""
+
+    def __init__(self, cfg: Config, info: DistInfo, run_dir: Path, val_dataset: Any, ndim: int) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.run_dir = run_dir
+        self.val_dataset = val_dataset
+        self.ndim = ndim  # spatial(-temporal) dims of one clip: 3 video, 2 image
+        self._val_batch: torch.Tensor | None = None
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
+        x = torch.as_tensor(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        x = x.to(self.info.device, non_blocking=True)
+        out = model(x, mask_ratio=self.cfg.mae.mask_ratio)
+        return out.loss, x.shape[0]
+
+    def val_batch(self) -> torch.Tensor | None:
+        """A fixed batch of validation clips (first view of the first items), loaded once."""
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return None
+        if self._val_batch is None:
+            clips = []
+            for i in range(min(_VAL_SUBSET, len(self.val_dataset))):
+                try:
+                    clip = _first_view(self.val_dataset[i])
+                except Exception:  # noqa: BLE001 - an unreadable validation video is skipped
+                    continue
+                if clip.ndim == self.ndim + 2:  # [V, C, ...]: multi-view test item
+                    clip = clip[0]
+                clips.append(clip)
+            self._val_batch = torch.stack(clips) if clips else None
+        return self._val_batch
+
+    @torch.no_grad()
+    def end_of_epoch(self, model: nn.Module, state: LoopState) -> dict[str, Any]:
+        batch = self.val_batch()
+        if batch is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        x = batch.to(self.info.device)
+        # Same masks every epoch: a generator with a fixed seed (does not touch the global RNG stream).
+        gen = torch.Generator(device="cpu").manual_seed(1234)
+        mask = model.get_random_mask(x.shape[0], generator=gen, mask_ratio=self.cfg.mae.mask_ratio,
+                                     device=x.device)
+        with autocast_context(self.info.device, self.cfg.train.precision):
+            out = model(x, mask=mask)
+        metrics = {"mae_loss": float(out.loss)}
+        every = self.cfg.mae.vis_every_epochs
+        is_last = state.epoch + 1 == self.cfg.train.epochs
+        if self.info.is_main and every > 0 and ((state.epoch + 1) % every == 0 or is_last):
+            n = min(self.cfg.mae.vis_num, x.shape[0])
+            path = self.run_dir / "recon" / f"epoch_{state.epoch + 1:04d}.png"
+            save_reconstruction_grid(model, x[:n], mask[:n], path, self.cfg.data.mean, self.cfg.data.std)
+            metrics["recon_picture"] = str(path)
+        if was_training:
+            model.train()
+        return metrics
+
+
+def _to_uint8(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """``[C, ...]`` normalised -> ``[C, ...]`` uint8 pixels."""
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    pixels = x.float().cpu() * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def save_reconstruction_grid(model: nn.Module, x: torch.Tensor, mask: torch.Tensor,
+                             path: str | os.PathLike[str], mean: list[float], std: list[float]) -> Path:
+    """Write a PNG: per sample three rows (input, masked input, reconstruction); video frames left to right.
+
+    ``x``: ``[N, C, (T,) H, W]`` normalised; ``mask``: ``[N, num_mask_units]`` (True = visible).
+    """
+    from PIL import Image
+
+    recon, visible = model.reconstruct(x, mask=mask)
+    if x.ndim == 4:  # images: one "frame"
+        x, recon, visible = x[:, :, None], recon[:, :, None], visible[:, :, None]
+    rows = []
+    for i in range(x.shape[0]):
+        inp = _to_uint8(x[i], mean, std)  # [C, T, H, W]
+        masked = torch.where(visible[i].cpu(), inp, torch.full_like(inp, 96))  # masked units in grey
+        rec = _to_uint8(recon[i], mean, std)
+        for row in (inp, masked, rec):
+            rows.append(torch.cat(list(row.permute(1, 2, 3, 0)), dim=1))  # frames side by side: [H, T*W, C]
+    grid = torch.cat(rows, dim=0).numpy()
+    scale = max(1, 128 // x.shape[-2])  # tiny test clips are upscaled so a person can see them
+    image = Image.fromarray(grid)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dict[str, Any]:
+    """MAE-pretrain ``cfg.model.name`` (an ``mae_*`` model) on the training split.
+
+    Returns ``{"run_dir", "metrics" (last epoch), "state", "train_losses", "seconds", "model_dir"}``;
+    ``model_dir`` holds the final weights (``save_pretrained``), loadable into the classifier.
+    """
+    cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",))
+    log = get_logger(info.is_main)
+    resume_path = resolve_resume(resume, run_dir)
+    train_set = build.build_dataset(cfg, "train", train=True)
+    val_set = None
+    has_val = cfg.data.kind == "image" or (Path(cfg.data.root) / cfg.data.val_list).is_file()
+    if has_val:
+        val_set = build.build_dataset(cfg, "val", train=False)
+    log.info("data: %d train items (labels unused), root %s", len(train_set), cfg.data.root)
+
+    seed_everything(cfg.train.seed)
+    model = build.build_model(cfg).to(info.device)
+    ndim = 3 if cfg.data.kind == "video" else 2
+    task = MAETask(cfg, info, run_dir, val_set, ndim)
+    result = fit(
+        cfg, model, train_set, task, info, run_dir, resume=resume_path, best_metric=None, layer_decay=1.0,
+        extra_state={"model_name": cfg.model.name, "job": "pretrain"}, on_step=on_step,
+    )
+    model_dir = run_dir / "model"
+    if info.is_main:
+        model.save_pretrained(str(model_dir))
+        log.info("pretraining done: final train loss %.4f; weights in %s",
+                 result.train_losses[-1] if result.train_losses else float("nan"), model_dir)
+    barrier()
+    return {
+        "run_dir": run_dir,
+        "metrics": result.last_metrics,
+        "state": result.state,
+        "train_losses": result.train_losses,
+        "seconds": result.seconds,
+        "model_dir": model_dir,
+        "model": model,
+    }
