@@ -303,66 +303,72 @@ def plan_clips(num_frames: int, fps: float, *, clip_frames: int, sampling_rate: 
                target_fps: float | None = None, num_clips: int = 10, tail: str = "drop") -> list[Clip]:
     """Frame indices of every clip of a video with ``num_frames`` frames at ``fps``.
 
-    A clip samples ``clip_frames`` frames ``step`` source frames apart, where ``step = sampling_rate`` or,
-    with ``target_fps``, ``sampling_rate * fps / target_fps`` (so a rate means the same time on 25 and 60
-    fps videos); sample ``j`` is at ``start + round(j * step)``.
+    Index conventions are the data layer's (`hiera_video.data.clip_sampling`): a clip samples
+    ``clip_frames`` frames ``step`` source frames apart, ``step = sampling_rate`` or, with ``target_fps``,
+    ``sampling_rate * fps / target_fps`` (a rate then means the same time on 25 and 60 fps videos); sample
+    ``j`` of a clip starting at ``s`` is frame ``floor(s + j * step)``.
 
-    * ``mode="sliding"``: clip ``k`` starts at ``round(k * stride)`` source frames (``stride_seconds * fps``
-      when given; default ``clip_frames * step`` so that consecutive clips tile the time axis). ``tail``:
-      ``drop`` keeps only clips that fit, ``pad`` adds clips until every frame is covered (indices past
-      the end repeat the last frame), ``align`` adds one last clip ending on the last frame.
-    * ``mode="uniform"``: ``num_clips`` clips whose starts are evenly spaced from the first frame to the
-      last possible start (one clip: the centre clip).
+    * ``mode="uniform"``: the data layer's test sampler, ``num_clips`` evenly spaced clips, the first
+      starting on the first frame and the last ending on the last frame (one clip: centred).
+    * ``mode="sliding"``: clip ``k`` starts at ``k * stride`` source frames (``stride_seconds * fps`` when
+      given; default ``clip_frames * step``, so consecutive clips tile the time axis). ``tail``: ``drop``
+      keeps only clips that fit, ``pad`` adds clips until every frame is covered (indices past the end
+      repeat the last frame), ``align`` adds one last clip ending on the last frame.
 
-    A video shorter than one clip gets one clip at frame 0 whose indices repeat the last frame.
+    A video shorter than one clip gets one clip at frame 0 whose indices past the end repeat the last frame.
     """
+    from hiera_video.data.clip_sampling import UniformClipSampler, clip_step
+
     if num_frames <= 0:
         raise ValueError(f"video has no frames ({num_frames})")
     if clip_frames <= 0 or sampling_rate <= 0:
         raise ValueError(f"clip_frames ({clip_frames}) and sampling_rate ({sampling_rate}) must be positive")
-    step = float(sampling_rate)
-    if target_fps is not None:
-        if fps <= 0:
-            raise ValueError("target_fps needs the video's fps, which is unknown for this file")
-        step = sampling_rate * fps / target_fps
-    offsets = [_round(j * step) for j in range(clip_frames)]
-    span = offsets[-1] + 1
-
-    def make(start: int) -> Clip:
-        idx = tuple(min(start + o, num_frames - 1) for o in offsets)
-        return Clip(idx, start, min(start + span, num_frames))
-
+    if target_fps is not None and fps <= 0:
+        raise ValueError("target_fps needs the video's frame rate, which is unknown for this file")
     if mode == "uniform":
-        if num_clips <= 0:
-            raise ValueError(f"num_clips must be positive, got {num_clips}")
-        last = max(num_frames - span, 0)
-        if num_clips == 1:
-            return [make(last // 2)]
-        return [make(_round(i * last / (num_clips - 1))) for i in range(num_clips)]
+        rows = UniformClipSampler(num_frames=clip_frames, sampling_rate=sampling_rate, target_fps=target_fps,
+                                  num_clips=num_clips, short_video="clamp")(num_frames, fps)
+        return [_clip(tuple(int(i) for i in row), num_frames) for row in rows]
     if mode != "sliding":
         raise ValueError(f"unknown clip mode '{mode}' (expected 'sliding' or 'uniform')")
+    if tail not in ("drop", "pad", "align"):
+        raise ValueError(f"unknown tail '{tail}' (expected 'drop', 'pad' or 'align')")
+    step = clip_step(sampling_rate, fps, target_fps)
     if stride_seconds is not None:
         if fps <= 0:
-            raise ValueError("stride_seconds needs the video's fps, which is unknown for this file")
+            raise ValueError("stride_seconds needs the video's frame rate, which is unknown for this file")
         stride = stride_seconds * fps
     stride = float(stride) if stride is not None else clip_frames * step
     if stride <= 0:
         raise ValueError(f"stride must be positive, got {stride}")
-    clips, k = [], 0
-    limit = num_frames if tail == "pad" else num_frames - span + 1  # starts must be < limit
+
+    def at(start: float) -> Clip:
+        idx = [math.floor(start + j * step + _EPS) for j in range(clip_frames)]
+        return _clip(tuple(min(i, num_frames - 1) for i in idx), num_frames, idx[0], idx[-1] + 1)
+
+    last_full = (num_frames - 1) - (clip_frames - 1) * step  # the latest start whose clip fits
+    clips: list[Clip] = []
+    k = 0
     while True:
-        start = _round(k * stride)
-        if start >= limit:
+        start = k * stride
+        if start > (num_frames - 1 if tail == "pad" else last_full) + _EPS:
             break
-        clips.append(make(start))
+        clips.append(at(start))
         k += 1
-    if not clips:
-        return [make(0)]
+    if not clips:  # shorter than one clip
+        return [at(0.0)]
     if tail == "align" and clips[-1].indices[-1] < num_frames - 1:
-        clips.append(make(num_frames - span))
-    elif tail not in ("drop", "pad", "align"):
-        raise ValueError(f"unknown tail '{tail}' (expected 'drop', 'pad' or 'align')")
+        clips.append(at(max(last_full, 0.0)))
     return clips
+
+
+_EPS = 1e-6  # guards floor() against float error, as the data layer's samplers do
+
+
+def _clip(indices: tuple[int, ...], num_frames: int, start: int | None = None, end: int | None = None) -> Clip:
+    start = indices[0] if start is None else start
+    end = indices[-1] + 1 if end is None else end
+    return Clip(indices, start, min(end, num_frames))
 
 
 # ============================================================================================ reading
@@ -821,8 +827,8 @@ def scan_done(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 
 # ============================================================================================ manifest
-_CSV_FIELDS = ("video_id", "path", "num_frames", "fps", "duration", "shard", "clip", "start_frame", "end_frame",
-               "start_time", "end_time")
+_CSV_FIELDS = ("video_id", "path", "num_frames", "fps", "duration", "shard", "outputs", "clip", "start_frame",
+               "end_frame", "start_time", "end_time")
 
 
 def _manifest_bytes(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
@@ -834,7 +840,8 @@ def _manifest_bytes(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
     for r in records:
         c = r["clips"]
         for i in range(len(c["start_frame"])):
-            w.writerow([r["video_id"], r["path"], r["num_frames"], r["fps"], r["duration"], r["shard"], i,
+            w.writerow([r["video_id"], r["path"], r["num_frames"], r["fps"], r["duration"], r["shard"],
+                        json.dumps(r["outputs"], separators=(",", ":")), i,
                         c["start_frame"][i], c["end_frame"][i], c["start_time"][i], c["end_time"][i]])
     return buf.getvalue().encode()
 
@@ -850,6 +857,7 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
                 r = records[row["video_id"]] = {
                     "video_id": row["video_id"], "path": row["path"], "num_frames": int(row["num_frames"]),
                     "fps": float(row["fps"]), "duration": float(row["duration"]), "shard": row["shard"],
+                    "outputs": json.loads(row["outputs"]),
                     "clips": {"start_frame": [], "end_frame": [], "start_time": [], "end_time": []}}
             for k, conv in (("start_frame", int), ("end_frame", int), ("start_time", float), ("end_time", float)):
                 r["clips"][k].append(conv(row[k]))
@@ -1072,9 +1080,12 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
     dtype = torch.float16 if cfg.dtype == "fp16" else torch.float32
 
     stream = ClipStream(todo, spec, spatial, cfg.batch_size, cfg.window_frames, cfg.backend)
+    # Fork is unsafe once CUDA is initialised (the model is already on the GPU): spawn workers then.
+    spawn = cfg.num_workers > 0 and torch.cuda.is_available() and torch.cuda.is_initialized()
     loader = DataLoader(stream, batch_size=None, collate_fn=_identity, num_workers=cfg.num_workers,
                         pin_memory=info.device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=2 if cfg.num_workers > 0 else None)
+                        prefetch_factor=2 if cfg.num_workers > 0 else None,
+                        multiprocessing_context="spawn" if spawn else None)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     use_amp = amp is not None and info.device.type == "cuda"
 
