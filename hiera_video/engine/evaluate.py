@@ -268,3 +268,72 @@ def write_report(result: EvalResult, class_names: list[str], out_dir: str | os.P
     os.replace(tmp, json_path)
     png = plot_confusion(result.confusion, class_names, out_dir / f"{name}_confusion.png")
     return {"metrics": json_path, "confusion": png}
+
+
+def evaluate_run(
+    config: str,
+    overrides: list[str] | None = None,
+    checkpoint: str | None = None,
+    print_config: bool = False,
+) -> dict[str, Any] | None:
+    """The ``eval`` job: multi-view test of a trained model, report written next to the run.
+
+    Args:
+        config: a run folder (its ``config.yaml`` is the base) or a config name / YAML path.
+        overrides: ``key=value`` overrides (e.g. ``eval.num_clips=5 eval.num_crops=3 eval.split=test``).
+        checkpoint: run folder, ``.pt`` or ``save_pretrained`` folder; default the run folder given as
+            ``config``, else ``eval.checkpoint``.
+
+    Returns:
+        ``{"metrics", "files", "result"}`` (None when only printing the config).
+    """
+    import yaml
+
+    from hiera_video.config import ConfigError, config_to_dict, load_config
+    from hiera_video.engine import build
+    from hiera_video.engine.distributed import init_distributed
+    from hiera_video.engine.logging import get_logger
+    from hiera_video.engine.loop import autocast_context
+
+    path = Path(config)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"{config}: a run folder must contain config.yaml")
+        cfg = load_config(path / "config.yaml", overrides)
+        source = checkpoint or cfg.eval.checkpoint or str(path)
+    else:
+        cfg = load_config(config, overrides)
+        source = checkpoint or cfg.eval.checkpoint
+        if source is None:
+            raise ConfigError("no model to evaluate: pass --checkpoint or eval.checkpoint=<run folder or .pt>")
+    if print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+        return None
+    split = cfg.eval.split
+    build.check_model(cfg, "eval")
+    build.check_data(cfg if cfg.data.root is None else _no_synthetic(cfg), (split,))
+    if not Path(source).exists():
+        raise FileNotFoundError(f"checkpoint {source!r} does not exist")
+    info = init_distributed(cfg.train.device)
+    log = get_logger(info.is_main)
+    model, _, names = build.load_trained(source, info.device, cfg.eval.use_ema)
+    dataset = build.build_dataset(cfg, split, train=False)
+    log.info("evaluating %s on %d %s items (%d clips x %d crops)", source, len(dataset), split,
+             cfg.eval.num_clips, cfg.eval.num_crops)
+    result = evaluate(
+        model, dataset, info, len(names), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+        video_ndim=3 if cfg.data.kind == "video" else 2,
+        autocast=lambda: autocast_context(info.device, cfg.train.precision), show_progress=cfg.train.progress,
+        desc=f"eval {split}",
+    )
+    out_dir = path if path.is_dir() else cfg.run_dir
+    files = write_report(result, names, out_dir, name=f"eval_{split}") if info.is_main else {}
+    return {"metrics": result.metrics(), "files": files, "result": result}
+
+
+def _no_synthetic(cfg: Any) -> Any:
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.data.synthetic = None
+    return out

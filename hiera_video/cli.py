@@ -1,0 +1,289 @@
+"""``hiera-video``: the command-line tool. It only parses arguments and dispatches to the engines.
+
+    hiera-video demo                                   # generated motion videos, tiny Hiera, CPU, minutes
+    hiera-video train CONFIG [key=value ...] [--resume [PATH]]
+    hiera-video pretrain CONFIG [key=value ...] [--resume [PATH]]
+    hiera-video eval CONFIG_OR_RUN [key=value ...] [--checkpoint PATH]
+    hiera-video predict FILE [FILE ...] --model RUN_DIR [--topk 5]
+    hiera-video extract INPUT OUTPUT_DIR [options]     # clip features (see hiera_video.engine.extract)
+    hiera-video convert SRC DST_DIR [--model NAME] [--to hiera_video|hf]
+    hiera-video configs [NAME]                         # list shipped configs / print one resolved
+
+CONFIG is a shipped config name (``hiera-video configs``) or a YAML path; every field can be overridden
+with ``section.key=value``. Under ``torchrun`` train / pretrain / eval run data-parallel:
+``torchrun --nproc_per_node 8 -m hiera_video train k400_finetune_hiera_base_16x224 data.root=/data/k400``.
+
+Adding a subcommand is one function decorated with :func:`subcommand` that declares its arguments and
+returns the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hiera_video.config import ConfigError
+
+__all__ = ["build_parser", "main", "subcommand"]
+
+Handler = Callable[[argparse.Namespace], int]
+_SUBCOMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], Handler]]] = []
+
+
+def subcommand(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], Handler]], Callable]:
+    """Register ``configure(parser) -> handler`` as subcommand ``name`` (in definition order)."""
+
+    def register(configure: Callable[[argparse.ArgumentParser], Handler]) -> Callable:
+        _SUBCOMMANDS.append((name, help, configure))
+        return configure
+
+    return register
+
+
+def _config_args(p: argparse.ArgumentParser, config_help: str) -> None:
+    p.add_argument("config", nargs="?", help=config_help)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """argparse puts a first ``key=value`` into ``config`` when no config is given: move it back."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        overrides.insert(0, config)
+        config = None
+    return config, overrides
+
+
+def _load(args: argparse.Namespace, required: bool = True):
+    from hiera_video.config import load_config
+
+    config, overrides = _split_config(args)
+    if config is None and required:
+        from hiera_video.config import list_configs
+
+        raise ConfigError(f"give a config name or YAML path; shipped configs: {', '.join(list_configs())}")
+    return load_config(config, overrides)
+
+
+def _print_config(cfg) -> int:
+    import yaml
+
+    from hiera_video.config import config_to_dict
+
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def _resume_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resume", nargs="?", const="auto", default=None, metavar="PATH",
+        help="continue a run: without PATH, from the run folder's latest checkpoint; or a run folder / .pt",
+    )
+
+
+@subcommand("train", "supervised training / fine-tuning (video or image)")
+def _train(p: argparse.ArgumentParser) -> Handler:
+    _config_args(p, "config name or YAML path (hiera-video configs lists them)")
+    _resume_arg(p)
+
+    def run(args: argparse.Namespace) -> int:
+        cfg = _load(args)
+        if args.print_config:
+            return _print_config(cfg)
+        from hiera_video.engine.train import train
+
+        out = train(cfg, resume=args.resume)
+        print(f"top-1 {100 * out['metrics']['top1']:.2f}%  top-5 {100 * out['metrics']['top5']:.2f}%  "
+              f"({out['metrics']['num_videos']} items) -> {out['run_dir']}")
+        return 0
+
+    return run
+
+
+@subcommand("pretrain", "MAE pretraining (video or image)")
+def _pretrain(p: argparse.ArgumentParser) -> Handler:
+    _config_args(p, "config name or YAML path, e.g. k400_mae_pretrain_hiera_base_16x224")
+    _resume_arg(p)
+
+    def run(args: argparse.Namespace) -> int:
+        cfg = _load(args)
+        if args.print_config:
+            return _print_config(cfg)
+        from hiera_video.engine.pretrain import pretrain
+
+        out = pretrain(cfg, resume=args.resume)
+        print(f"pretraining done -> {out['model_dir']}")
+        return 0
+
+    return run
+
+
+@subcommand("eval", "multi-view evaluation of a trained model")
+def _eval(p: argparse.ArgumentParser) -> Handler:
+    _config_args(p, "a run folder (its config.yaml is used), a config name or a YAML path")
+    p.add_argument("--checkpoint", help="run folder, .pt checkpoint or save_pretrained folder "
+                   "(default: the run folder given as config)")
+
+    def run(args: argparse.Namespace) -> int:
+        from hiera_video.engine.evaluate import evaluate_run
+
+        config, overrides = _split_config(args)
+        if config is None:
+            raise ConfigError("give a run folder, or a config with --checkpoint")
+        result = evaluate_run(config, overrides, checkpoint=args.checkpoint, print_config=args.print_config)
+        if result is None:
+            return 0
+        m = result["metrics"]
+        print(f"top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  on {m['num_videos']} items "
+              f"({m['num_failed']} unreadable, excluded) -> {result['files']['metrics']}")
+        return 0
+
+    return run
+
+
+@subcommand("predict", "top-k labels for video or image files")
+def _predict(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("files", nargs="+", help="video or image files")
+    p.add_argument("--model", required=True, help="run folder, .pt checkpoint or save_pretrained folder")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--num-clips", type=int, default=1, help="temporal clips averaged per video")
+    p.add_argument("--num-crops", type=int, default=1, help="spatial crops averaged per clip (1 or 3)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from hiera_video.engine.predict import predict_files
+
+        results = predict_files(args.files, args.model, topk=args.topk, num_clips=args.num_clips,
+                                num_crops=args.num_crops, device=args.device)
+        failed = 0
+        for r in results:
+            if args.json:
+                print(json.dumps(r))
+            elif "error" in r:
+                failed += 1
+                print(f"{r['path']}: ERROR {r['error']}")
+            else:
+                top = "  ".join(f"{label} {100 * prob:.1f}%" for label, prob in r["topk"])
+                print(f"{r['path']}: {top}")
+        return 1 if failed else 0
+
+    return run
+
+
+@subcommand("extract", "clip features for a folder / list of videos or images")
+def _extract(p: argparse.ArgumentParser) -> Handler:
+    from hiera_video.engine.extract import add_extract_arguments
+
+    add_extract_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from hiera_video.engine.extract import config_from_args, run_extract
+
+        summary = run_extract(config_from_args(args))
+        return 0 if summary.get("failed", 0) == 0 else 2
+
+    return run
+
+
+@subcommand("convert", "convert a checkpoint to this library's format or HF transformers")
+def _convert(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("src", help="original .pth, .safetensors, HF folder, our folder or hub repo id")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--model", help="registry name (needed when the source carries no config)")
+    p.add_argument("--to", choices=["hiera_video", "hf"], default="hiera_video")
+
+    def run(args: argparse.Namespace) -> int:
+        from hiera_video.models.convert import convert_checkpoint
+
+        out = convert_checkpoint(args.src, args.dst, model_name=args.model, to=args.to)
+        print(f"wrote {out}")
+        return 0
+
+    return run
+
+
+@subcommand("demo", "the main job on embedded defaults: generated motion videos, tiny video Hiera, CPU")
+def _demo(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override the demo config")
+    p.add_argument("--output-dir", default=None, help="where the run folder goes (default: runs/)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    def run(args: argparse.Namespace) -> int:
+        from hiera_video.config import apply_overrides, demo_config
+
+        overrides = list(args.overrides)
+        if args.output_dir:
+            overrides.append(f"run.output_dir={args.output_dir}")
+        cfg = apply_overrides(demo_config(), overrides)
+        if args.print_config:
+            return _print_config(cfg)
+        from hiera_video.engine.demo import run_demo
+
+        run_demo(cfg)
+        return 0
+
+    return run
+
+
+@subcommand("configs", "list the shipped configs, or print one fully resolved")
+def _configs(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("name", nargs="?", help="config name or path to print (with overrides applied)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+    def run(args: argparse.Namespace) -> int:
+        from hiera_video.config import find_config, list_configs, load_config
+
+        if args.name is None:
+            for name in list_configs():
+                print(f"{name:45s} {find_config(name)}")
+            return 0
+        return _print_config(load_config(args.name, args.overrides))
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hiera-video",
+        description="Spatio-temporal Hiera: train, pretrain, evaluate, predict, extract, convert.",
+        epilog="Run 'hiera-video demo' for a complete example on generated data (CPU, a few minutes).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, help_text, configure in _SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=configure(p))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hiera-video`` console script (and ``python -m hiera_video``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        # Configuration mistakes are the user's to fix: one clear line, no traceback.
+        print(f"hiera-video {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        if args.verbose:
+            raise
+        print(f"hiera-video {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        checkpoint = getattr(err, "checkpoint", None)
+        where = f"; checkpoint saved to {checkpoint}, continue with --resume" if checkpoint else ""
+        print(f"hiera-video {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
