@@ -1,5 +1,44 @@
-"""Video and image data layer: readers, clip samplers, datasets, transforms and synthetic data."""
+"""Video and image data layer: readers, clip samplers, datasets, transforms, MixUp/CutMix, synthetic data.
 
+Small composable pieces::
+
+    reader = open_video(path)                      # frame-exact decord / PyAV reader
+    indices = RandomClipSampler(16, 4)(len(reader), reader.fps, rng)   # [K, T]
+    frames = reader.get_frames(indices.reshape(-1))                    # uint8 [K*T, H, W, C]
+    clip = VideoTrainTransform()(frames[:16])                          # float [C, T, 224, 224]
+
+or all at once with :class:`VideoDataset`. Nothing here imports the models.
+"""
+
+from hiera_video.data.annotations import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    VideoRecord,
+    kinetics_file_name,
+    read_class_names,
+    read_kinetics_csv,
+    read_list_file,
+    read_ssv2,
+    scan_class_folders,
+    write_list_file,
+)
+from hiera_video.data.clip_sampling import (
+    ClipSampler,
+    RandomClipSampler,
+    UniformClipSampler,
+    VideoTooShortError,
+    clip_step,
+)
+from hiera_video.data.datasets import (
+    EvalBatch,
+    FailureReport,
+    ImageFolderDataset,
+    VideoDataset,
+    collate_eval,
+    collate_repeated,
+    sample_seed,
+)
+from hiera_video.data.mixup import MixupCutmix
 from hiera_video.data.synthetic import (
     MOTION_CLASSES,
     SHAPE_CLASSES,
@@ -10,14 +49,67 @@ from hiera_video.data.synthetic import (
     make_shape_image,
     write_video,
 )
+from hiera_video.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KINETICS_MEAN,
+    KINETICS_STD,
+    ImageEvalTransform,
+    ImageTrainTransform,
+    VideoEvalTransform,
+    VideoTrainTransform,
+)
+from hiera_video.data.video_reader import (
+    VideoNotFoundError,
+    VideoReader,
+    VideoReadError,
+    available_backends,
+    open_video,
+)
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "KINETICS_MEAN",
+    "KINETICS_STD",
     "MOTION_CLASSES",
     "SHAPE_CLASSES",
+    "VIDEO_EXTENSIONS",
+    "ClipSampler",
+    "EvalBatch",
+    "FailureReport",
+    "ImageEvalTransform",
+    "ImageFolderDataset",
+    "ImageTrainTransform",
+    "MixupCutmix",
+    "RandomClipSampler",
     "SyntheticSplits",
+    "UniformClipSampler",
+    "VideoDataset",
+    "VideoEvalTransform",
+    "VideoNotFoundError",
+    "VideoReadError",
+    "VideoReader",
+    "VideoRecord",
+    "VideoTooShortError",
+    "VideoTrainTransform",
+    "available_backends",
+    "clip_step",
+    "collate_eval",
+    "collate_repeated",
+    "kinetics_file_name",
     "make_image_dataset",
     "make_motion_dataset",
     "make_motion_frames",
     "make_shape_image",
+    "open_video",
+    "read_class_names",
+    "read_kinetics_csv",
+    "read_list_file",
+    "read_ssv2",
+    "sample_seed",
+    "scan_class_folders",
+    "write_list_file",
     "write_video",
 ]
