@@ -88,6 +88,7 @@ def write_video(
     max_b_frames: int = 2,
     crf: int | None = None,
     preset: str = "veryfast",
+    options: Mapping[str, str] | None = None,
 ) -> Path:
     """Encode RGB frames into a real video file with PyAV.
 
@@ -103,6 +104,8 @@ def write_video(
         crf: constant rate factor (quality; lower is better). ``None`` keeps the encoder default.
         preset: libx264 speed preset. B-frames and GOP size are set explicitly after the preset, so even
             ``"ultrafast"`` keeps them.
+        options: extra encoder options (FFmpeg AVOptions), e.g. ``{"x264-params": "open-gop=1"}``; an
+            ``x264-params`` entry is appended to the GOP settings.
 
     Returns:
         The path written.
@@ -120,7 +123,7 @@ def write_video(
 
     rate = Fraction(fps).limit_denominator(1001)
     encoder_name, _ = _CODECS[codec]
-    options: dict[str, str] = {}
+    extra_options, options = options, {}
     if codec == "h264":
         options["preset"] = preset
         # Keep key frames exactly where gop_size says (no scene-cut keyframes) so tests know the GOP layout.
@@ -134,6 +137,11 @@ def write_video(
             options.update({"crf": str(crf), "b": "0"})
     elif codec == "mpeg4" and crf is not None:
         options["qscale"] = str(max(1, min(31, crf)))
+    for key, value in (extra_options or {}).items():
+        if key == "x264-params" and "x264-params" in options:
+            options[key] = f"{options[key]}:{value}"
+        else:
+            options[key] = value
 
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(encoder_name, rate=rate, options=options)
