@@ -23,10 +23,11 @@ Design decisions (each one removes a known failure mode of video loaders):
   the previous frame) is never relied upon: frame counts are checked and decode errors propagate.
 * ``backend="auto"`` uses decord when installed and falls back to PyAV when decord cannot open or read a file.
 
-Short-side resize at decode time (``short_side=``) is done by the decoder's scaler (decord's ``width/height``,
-PyAV's ``frame.reformat`` with bilinear interpolation). The two scalers are different builds of libswscale, so
-*resized* frames agree only approximately between backends (measured: max abs difference <= 8 levels, mean
-< 0.5); full-resolution frames are bitwise equal.
+Short-side resize at decode time (``short_side=``) is done by the decoder's scaler (decord's ``width/height``
+filter graph, PyAV's ``frame.reformat`` with bilinear libswscale), which avoids converting full-size frames
+to RGB. The two scalers differ, so *resized* frames agree only on average between backends (measured mean
+absolute difference 0.1-0.5 levels on smooth content, about 2.6 on noise with sharp edges, where single
+pixels can differ much more); full-resolution frames are bitwise equal.
 
 Not handled: rotation metadata (phone videos are returned as stored) and non-square sample aspect ratios.
 """
@@ -88,10 +89,14 @@ class VideoNotFoundError(VideoReadError, FileNotFoundError):
         VideoReadError.__init__(self, path, "file not found")
 
 
+def _decord_installed() -> bool:
+    return importlib.util.find_spec("decord") is not None
+
+
 def available_backends() -> list[str]:
     """Names of the backends importable in this environment, in ``"auto"`` preference order."""
     names = []
-    if importlib.util.find_spec("decord") is not None:
+    if _decord_installed():
         names.append("decord")
     if importlib.util.find_spec("av") is not None:
         names.append("pyav")
@@ -242,6 +247,19 @@ def _probe_size(path: str) -> tuple[int, int]:
         raise VideoReadError(path, f"cannot open container ({error})") from error
 
 
+def _discard_other_streams(container: Any, stream: Any) -> None:
+    """Let the demuxer drop packets of the other streams (audio, subtitles) instead of returning them."""
+    import av
+
+    discard_all = getattr(getattr(av.stream, "Discard", None), "all", "all")  # enum in PyAV >= 14
+    for other in container.streams:
+        if other.index != stream.index:
+            try:
+                other.discard = discard_all
+            except (AttributeError, TypeError, ValueError):  # older PyAV: an optimisation only
+                pass
+
+
 @dataclass
 class _StreamIndex:
     """What one demux pass (no decoding) tells about a video stream.
@@ -345,10 +363,7 @@ class PyAVVideoReader(VideoReader):
             raise VideoReadError(self.path, "no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_count = self._num_threads
-        # Demux only the video stream: FFmpeg skips audio packets instead of handing them to Python.
-        for other in self._container.streams:
-            if other.index != self._stream.index:
-                other.discard = "all"
+        _discard_other_streams(self._container, self._stream)
         self._frames_iterator, self._position = None, 0
 
     @staticmethod
@@ -519,9 +534,7 @@ def _decord_check(path: str) -> tuple[bool, int]:
             if not container.streams.video:
                 raise VideoReadError(path, "no video stream")
             stream = container.streams.video[0]
-            for other in container.streams:
-                if other.index != stream.index:
-                    other.discard = "all"
+            _discard_other_streams(container, stream)
             index = _demux_index(container, stream)
     except av.FFmpegError as error:
         raise VideoReadError(path, f"cannot demux ({type(error).__name__}: {error})") from error
@@ -703,10 +716,10 @@ def open_video(
     if backend == "pyav":
         return PyAVVideoReader(path, short_side=short_side, num_threads=num_threads)
     if backend == "decord":
-        if importlib.util.find_spec("decord") is None:
+        if not _decord_installed():
             raise ImportError("backend='decord' needs the decord package (pip install decord)")
         return DecordVideoReader(path, short_side=short_side, num_threads=num_threads)
-    if importlib.util.find_spec("decord") is not None:
+    if _decord_installed():
         try:
             primary = DecordVideoReader(path, short_side=short_side, num_threads=num_threads, unsafe="raise")
         except VideoReadError as error:
