@@ -35,7 +35,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from hiera_video.data.annotations import (
     IMAGE_EXTENSIONS,
@@ -393,12 +395,12 @@ class ImageFolderDataset(_RobustDataset):
         self.transform = transform
 
     def _load(self, index: int, attempt: int) -> tuple[torch.Tensor, int, int]:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
         record = self.records[index]
         try:
-            image = decode_image(read_file(record.path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as error:
+            # Pillow (torchvision.io's image decoders are deprecated); uint8 [C, H, W] RGB.
+            with Image.open(record.path) as handle:
+                image = pil_to_tensor(handle.convert("RGB"))
+        except (OSError, ValueError) as error:  # includes PIL.UnidentifiedImageError and truncated files
             raise VideoReadError(record.path, f"cannot decode image ({error})") from error
         if self.transform is not None:
             with seeded_torch(sample_seed(self.seed, self.epoch, index, attempt) ^ 0x5EED):
