@@ -1,0 +1,153 @@
+"""Video/image transforms and MixUp/CutMix: layouts, temporal consistency, crops, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as F
+
+from hiera_video.data import (
+    IMAGENET_MEAN,
+    ImageEvalTransform,
+    ImageTrainTransform,
+    MixupCutmix,
+    VideoEvalTransform,
+    VideoTrainTransform,
+)
+from hiera_video.data.datasets import seeded_torch
+from hiera_video.data.transforms import NormalizeToFloat, RandomErasingSameBox, RandomShortSideScaleCrop
+
+
+def _static_video(num_frames: int = 6, height: int = 60, width: int = 80, seed: int = 0) -> torch.Tensor:
+    """uint8 [T, H, W, C] whose frames are all identical: any per-frame difference after a transform means
+    the transform was not applied identically to every frame."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return torch.from_numpy(np.repeat(frame[None], num_frames, axis=0))
+
+
+@pytest.mark.parametrize("crop", ["random_resized", "short_side_jitter"])
+def test_train_transform_layout_and_temporal_consistency(crop: str) -> None:
+    transform = VideoTrainTransform(crop_size=32, crop=crop, jitter_min=36, jitter_max=48, erase_prob=1.0)
+    video = _static_video()
+    for seed in range(12):  # many draws of RandAugment ops, flips, crops and erasing boxes
+        with seeded_torch(seed):
+            clip = transform(video)
+        assert clip.shape == (3, 6, 32, 32) and clip.dtype == torch.float32 and clip.is_contiguous()
+        for t in range(1, 6):
+            assert torch.equal(clip[:, t], clip[:, 0]), f"frame {t} differs (seed {seed})"
+
+
+def test_train_transform_is_reproducible_and_random() -> None:
+    transform = VideoTrainTransform(crop_size=32)
+    video = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 60, 80, 3), dtype=np.uint8))
+    with seeded_torch(5):
+        first = transform(video)
+    with seeded_torch(5):
+        second = transform(video)
+    with seeded_torch(6):
+        third = transform(video)
+    assert torch.equal(first, second) and not torch.equal(first, third)
+
+
+def test_transform_without_augmentation_is_resize_and_normalise() -> None:
+    transform = VideoTrainTransform(
+        crop_size=40, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, rand_augment_ops=0, erase_prob=0.0
+    )
+    video = torch.full((2, 40, 40, 3), 115, dtype=torch.uint8)  # 115 / 255 = 0.45098
+    clip = transform(video)
+    assert torch.allclose(clip, torch.full_like(clip, (115 / 255 - 0.45) / 0.225), atol=1e-5)
+
+
+def test_normalize_matches_reference_formula() -> None:
+    video = torch.randint(0, 256, (3, 3, 5, 7), dtype=torch.uint8)  # [T, C, H, W]
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    output = NormalizeToFloat(mean, std)(video)
+    expected = (video.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert output.shape == (3, 3, 5, 7)  # [C, T, H, W]
+    assert torch.allclose(output, expected.permute(1, 0, 2, 3), atol=1e-5)
+
+
+def test_eval_transform_three_crops_along_long_side() -> None:
+    video = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (4, 48, 96, 3), dtype=np.uint8))
+    views = VideoEvalTransform(crop_size=32, num_crops=3)(video)
+    assert views.shape == (3, 3, 4, 32, 32)
+    resized = F.resize(video.permute(0, 3, 1, 2), [32], antialias=True)  # [T, C, 32, 64]
+    for view, left in zip(views, (0, 16, 32)):
+        expected = NormalizeToFloat()(resized[..., left : left + 32])
+        assert torch.allclose(view, expected)
+    portrait = VideoEvalTransform(crop_size=32, num_crops=3)(video.transpose(1, 2))
+    assert portrait.shape == (3, 3, 4, 32, 32)
+    centre = VideoEvalTransform(crop_size=32, short_side=40, num_crops=1)(video)
+    assert centre.shape == (1, 3, 4, 32, 32)
+    with pytest.raises(ValueError, match="num_crops"):
+        VideoEvalTransform(num_crops=2)
+
+
+def test_random_erasing_uses_one_box_for_all_frames() -> None:
+    clip = torch.zeros(3, 5, 32, 32)
+    with seeded_torch(0):
+        erased = RandomErasingSameBox(p=1.0, value=7.0)(clip.clone())
+    mask = erased != 0
+    assert mask.any()
+    assert all(torch.equal(mask[:, t], mask[:, 0]) for t in range(5))
+    assert torch.equal(RandomErasingSameBox(p=0.0)(clip), clip)
+
+
+def test_short_side_jitter_crop_shape() -> None:
+    video = torch.zeros(2, 3, 50, 90, dtype=torch.uint8)
+    assert RandomShortSideScaleCrop(32, 36, 48)(video).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError):
+        RandomShortSideScaleCrop(32, 48, 36)
+
+
+def test_image_transforms() -> None:
+    image = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
+    with seeded_torch(0):
+        train = ImageTrainTransform(crop_size=32)(image)
+    assert train.shape == (3, 32, 32) and train.dtype == torch.float32
+    evaluation = ImageEvalTransform(crop_size=32)(image)
+    assert evaluation.shape == (3, 32, 32)
+    gray = torch.full((3, 40, 40), 124, dtype=torch.uint8)
+    normalised = ImageEvalTransform(crop_size=32)(gray)
+    assert torch.allclose(normalised[0], torch.full((32, 32), (124 / 255 - IMAGENET_MEAN[0]) / 0.229), atol=1e-5)
+    from PIL import Image
+
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    assert torch.equal(ImageEvalTransform(crop_size=32)(pil), ImageEvalTransform(crop_size=32)(image))
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_mixup_cutmix(mode: str) -> None:
+    mixer = MixupCutmix(
+        num_classes=5,
+        mixup_alpha=0.8 if mode == "mixup" else 0.0,
+        cutmix_alpha=1.0 if mode == "cutmix" else 0.0,
+        seed=0,
+    )
+    # Constant videos: sample b is all b, so the mixed values reveal λ and the box.
+    videos = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 6, 16, 16).clone()
+    targets = torch.tensor([0, 1, 2, 3])
+    mixed, soft = mixer(videos, targets)
+    assert soft.shape == (4, 5) and torch.allclose(soft.sum(1), torch.ones(4))
+    lam = float(soft[0, 0])
+    assert soft[0, 3] == pytest.approx(1 - lam)  # mixed with the mirrored sample
+    for t in range(1, 6):  # the same λ / box in every frame
+        assert torch.equal(mixed[:, :, t], mixed[:, :, 0])
+    if mode == "mixup":
+        assert torch.allclose(mixed[0], torch.full_like(mixed[0], 3 * (1 - lam)))
+    else:
+        from_partner = (mixed[0, 0, 0] == 3).float().mean()
+        assert float(from_partner) == pytest.approx(1 - lam)
+    images = torch.randn(4, 3, 16, 16)
+    assert mixer(images, targets)[0].shape == (4, 3, 16, 16)
+    with pytest.raises(ValueError, match="float"):
+        mixer(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), targets)
+
+
+def test_mixup_disabled_returns_one_hot() -> None:
+    mixer = MixupCutmix(num_classes=3, prob=0.0)
+    inputs = torch.randn(2, 3, 8, 8)
+    mixed, soft = mixer(inputs.clone(), torch.tensor([2, 0]))
+    assert torch.equal(mixed, inputs) and soft.tolist() == [[0, 0, 1], [1, 0, 0]]
