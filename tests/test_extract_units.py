@@ -111,7 +111,7 @@ def test_windowed_reader_exact_and_bounded(stride, window):
     stream = WindowedClipReader(reader, clips, window_frames=window)
     got = list(stream)
     assert [k for k, _ in got] == list(range(len(clips)))
-    for (k, frames), clip in zip(got, clips):
+    for (_, frames), clip in zip(got, clips):
         assert frames.shape == (T, 2, 2, 3)
         assert frames[:, 0, 0, 0].tolist() == list(clip.indices)
     # Each frame decoded exactly once even when clips overlap, and never much more than a window at once.
@@ -130,8 +130,10 @@ def test_windowed_reader_exact_and_bounded(stride, window):
 def _record(vid: str, n_clips: int) -> dict:
     return {"video_id": vid, "path": f"/v/{vid}.mp4", "num_frames": 10 * n_clips, "fps": 10.0,
             "duration": float(n_clips),
-            "clips": {"start_frame": [10 * i for i in range(n_clips)], "end_frame": [10 * i + 9 for i in range(n_clips)],
-                      "start_time": [float(i) for i in range(n_clips)], "end_time": [i + 0.9 for i in range(n_clips)]},
+            "clips": {"start_frame": [10 * i for i in range(n_clips)],
+                      "end_frame": [10 * i + 9 for i in range(n_clips)],
+                      "start_time": [float(i) for i in range(n_clips)],
+                      "end_time": [i + 0.9 for i in range(n_clips)]},
             "outputs": {"embedding": [n_clips, 4]}}
 
 

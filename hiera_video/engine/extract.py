@@ -59,6 +59,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from hiera_video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
+
 logger = logging.getLogger("hiera_video.extract")
 
 __all__ = [
@@ -76,15 +79,10 @@ __all__ = [
     "run_extract",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FORMAT_TAG = "hiera_video.features/1"
 SHARD_DIR, PARTS_DIR = "shards", "parts"
 CONFIG_FILE, SUMMARY_FILE, FAILURES_FILE = "extract_config.json", "summary.json", "failures.jsonl"
 _SHARD_NAME = re.compile(r"^r(\d{5})-(\d{6})\.safetensors$")
-# Video normalisation of the Hiera / MAE-ST recipes, and ImageNet's for the 2D (image) models.
-VIDEO_MEAN, VIDEO_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ============================================================================================ configuration
@@ -116,7 +114,7 @@ class ExtractConfig:
     # --- space (feature-defining)
     spatial: Literal["center_crop", "full"] = "center_crop"
     crop_size: int | None = None  # center_crop: square crop side; default the model's input height
-    short_side: int | None = None  # resize the short side first; default crop_size (center_crop)
+    short_side: int | None = None  # resize the short side first; default crop_size (video), crop / 0.875 (image)
     decode_resize: bool = False  # let the decoder's scaler do the short-side resize (faster, not bitwise)
     mean: tuple[float, ...] | None = None  # default: video 0.45/0.225, image ImageNet statistics
     std: tuple[float, ...] | None = None
@@ -193,90 +191,56 @@ def _ids_for(rel_paths: Sequence[str]) -> list[str]:
     return [s if counts[s] == 1 else Path(r).as_posix() for s, r in zip(stems, rel_paths)]
 
 
-def _kinetics_name(youtube_id: str, start: str, end: str) -> str:
-    """The official Kinetics download file name stem: ``<youtube_id>_<start:06d>_<end:06d>``."""
-    return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
-
-
 def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
                     extensions: Sequence[str] | None = None) -> list[VideoItem]:
     """List the videos (or images) of a directory, a list file or a Kinetics-style CSV.
 
-    * directory: every file below it whose extension is in ``extensions`` (default video + image), sorted;
-      ids are paths relative to the directory without extension.
-    * list file: one ``path [label]`` per line (paths may contain spaces; a trailing integer is a label and
-      is ignored). Relative paths are resolved against ``root`` (default: the list file's folder).
-    * CSV with a ``youtube_id`` column (``label,youtube_id,time_start,time_end,split``): files are found
-      below ``root`` as ``[<label>/]<youtube_id>_<start:06d>_<end:06d>.<ext>``; rows whose file is missing
-      are kept (they will be reported in the failures file). A CSV with a ``path`` column is read as a list.
+    * directory: every file below it whose extension is in ``extensions`` (default: the data layer's video
+      and image extensions), sorted; ids are paths relative to the directory without extension.
+    * list file: ``path [label]`` lines, read by `hiera_video.data.annotations.read_list_file` (paths with
+      spaces, tab-separated verified lists); relative paths resolve against ``root`` (default: the file's
+      folder), which ids are relative to.
+    * CSV: the official Kinetics columns (``label,youtube_id,time_start,time_end,split``), resolved below
+      ``root`` (default: the CSV's folder) by `hiera_video.data.annotations.read_kinetics_csv` in any of
+      the downloaders' layouts. Rows whose file is missing are kept: they land in the failures file. A CSV
+      with a ``path`` column is read as a plain list.
 
     Returns the items in input order; duplicate paths are dropped, duplicate ids are an error.
     """
+    from hiera_video.data.annotations import read_kinetics_csv, read_list_file
+
     src = Path(source)
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
                  for e in (extensions or VIDEO_EXTENSIONS + IMAGE_EXTENSIONS))
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-        rels = [p.relative_to(src).as_posix() for p in files]
-        items = [VideoItem(i, str(p)) for i, p in zip(_ids_for(rels), files)]
+        base, paths = src, [str(p) for p in files]
     elif src.is_file():
         base = Path(root) if root is not None else src.parent
-        rels = _read_csv_paths(src, base, exts) if src.suffix.lower() == ".csv" else _read_list_paths(src)
-        paths = [r if Path(r).is_absolute() else str(base / r) for r in rels]
-        keys = [Path(os.path.relpath(p, base)).as_posix() if not Path(r).is_absolute() else r.lstrip("/")
-                for p, r in zip(paths, rels)]
-        items = [VideoItem(i, p) for i, p in zip(_ids_for(keys), paths)]
+        if src.suffix.lower() == ".csv":
+            with open(src, newline="") as f:
+                header = next(csv.reader(f), [])
+            if "path" in header:
+                with open(src, newline="") as f:
+                    paths = [r["path"] if os.path.isabs(r["path"]) else str(base / r["path"])
+                             for r in csv.DictReader(f)]
+            else:
+                records, _ = read_kinetics_csv(src, base, missing="keep")
+                paths = [r.path for r in records]
+        else:
+            paths = [r.path for r in read_list_file(src, base)]
     else:
         raise FileNotFoundError(f"input '{source}' is neither a directory nor a list / CSV file")
-    seen_paths: set[str] = set()
-    seen_ids: dict[str, str] = {}
-    unique: list[VideoItem] = []
+    paths = list(dict.fromkeys(paths))  # a file listed twice is extracted once
+    rels = [Path(os.path.relpath(p, base)).as_posix() for p in paths]
+    rels = [r if not r.startswith("../") else Path(p).as_posix().lstrip("/") for r, p in zip(rels, paths)]
+    items = [VideoItem(i, p) for i, p in zip(_ids_for(rels), paths)]
+    seen: dict[str, str] = {}
     for it in items:
-        if it.path in seen_paths:
-            continue
-        if it.video_id in seen_ids:
-            raise ValueError(f"two inputs map to the video id '{it.video_id}': {seen_ids[it.video_id]} and "
-                             f"{it.path}")
-        seen_paths.add(it.path)
-        seen_ids[it.video_id] = it.path
-        unique.append(it)
-    return unique
-
-
-def _read_list_paths(path: Path) -> list[str]:
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        head, _, tail = line.rpartition(" ")
-        # "path label" (label an integer, possibly negative) or a bare path that may contain spaces.
-        out.append(head if head and re.fullmatch(r"-?\d+", tail) else line)
-    return out
-
-
-def _read_csv_paths(path: Path, base: Path, exts: tuple[str, ...]) -> list[str]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return []
-    cols = set(rows[0])
-    if "path" in cols:
-        return [r["path"] for r in rows]
-    if not {"youtube_id", "time_start", "time_end"} <= cols:
-        raise ValueError(f"{path}: a CSV needs a 'path' column or the Kinetics columns youtube_id, time_start, "
-                         f"time_end (found {sorted(cols)})")
-    # Index the files below root once (by stem) instead of probing every extension and layout per row.
-    by_stem: dict[str, str] = {}
-    for p in sorted(base.rglob("*")):
-        if p.suffix.lower() in exts:
-            by_stem.setdefault(p.stem, p.relative_to(base).as_posix())
-    out = []
-    for r in rows:
-        stem = _kinetics_name(r["youtube_id"], r["time_start"], r["time_end"])
-        label = r.get("label")
-        out.append(by_stem.get(stem) or (f"{label}/{stem}.mp4" if label else f"{stem}.mp4"))
-    return out
+        if it.video_id in seen:
+            raise ValueError(f"two inputs map to the video id '{it.video_id}': {seen[it.video_id]} and {it.path}")
+        seen[it.video_id] = it.path
+    return items
 
 
 # ============================================================================================ clip planning
@@ -378,12 +342,17 @@ class _ImageReader:
     fps = 0.0
     duration = 0.0
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, short_side: int | None = None) -> None:
         import numpy as np
         from PIL import Image
 
+        from hiera_video.data.transforms import ShortSideResize
+
         with Image.open(path) as im:
-            self._frame = torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None]  # [1, H, W, 3]
+            frame = torch.from_numpy(np.asarray(im.convert("RGB")).copy())[None]  # [1, H, W, 3]
+        if short_side is not None:  # what the decoder's scaler does for videos
+            frame = ShortSideResize(short_side)(frame.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        self._frame = frame
 
     def __len__(self) -> int:
         return 1
@@ -397,7 +366,7 @@ class _ImageReader:
 
 def _open_media(path: str, backend: str, short_side: int | None) -> Any:
     if _is_image(path):
-        return _ImageReader(path)
+        return _ImageReader(path, short_side)
     from hiera_video.data.video_reader import open_video
 
     return open_video(path, backend=backend, short_side=short_side)
@@ -459,12 +428,15 @@ class WindowedClipReader:
 # ============================================================================================ transforms
 @dataclass(frozen=True)
 class SpatialSpec:
-    """How frames become model input. ``center_crop``: resize the short side to ``short_side`` then crop
-    ``crop`` (h, w) at the centre; ``full``: optional short-side resize, then resize each side to the
-    nearest multiple of ``multiple`` (the model interpolates its position embeddings)."""
+    """How frames become model input (per frame, so windows of frames are transformed at once).
+
+    ``center_crop``: the data layer's evaluation transform, i.e. `ShortSideResize` to ``short_side`` then
+    the centre `SpatialCrops` of side ``crop``. ``full``: optional short-side resize, then each side resized
+    to the nearest multiple of ``multiple`` (the model interpolates its position embeddings).
+    """
 
     mode: str
-    crop: tuple[int, int]
+    crop: int
     short_side: int | None
     multiple: tuple[int, int]
     resize_in_decoder: bool = False
@@ -473,11 +445,13 @@ class SpatialSpec:
         """uint8 ``[t, H, W, 3]`` -> uint8 ``[t, 3, h, w]``."""
         from torchvision.transforms.v2 import functional as TF
 
-        x = frames.permute(0, 3, 1, 2)
-        if self.short_side is not None and not self.resize_in_decoder and min(x.shape[-2:]) != self.short_side:
-            x = TF.resize(x, [self.short_side], antialias=True)
+        from hiera_video.data.transforms import ShortSideResize, SpatialCrops
+
+        x = frames.permute(0, 3, 1, 2)  # a free view, channels-last memory: torch's fast uint8 resize path
+        if self.short_side is not None and not self.resize_in_decoder:
+            x = ShortSideResize(self.short_side)(x)
         if self.mode == "center_crop":
-            return TF.center_crop(x, list(self.crop)).contiguous()
+            return SpatialCrops(self.crop, 1)(x)[0].contiguous()
         h, w = x.shape[-2:]
         mh, mw = self.multiple
         size = [max(mh, _round(h / mh) * mh), max(mw, _round(w / mw) * mw)]
@@ -487,14 +461,18 @@ class SpatialSpec:
 
 
 def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], video: bool) -> torch.Tensor:
-    """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, H, W]`` (video) or ``[B, C, H, W]`` (image, T = 1),
-    scaled to [0, 1] and normalised per channel. Runs on the model's device (4x less data moved)."""
-    x = x.permute(0, 2, 1, 3, 4) if video else x[:, 0]
-    x = x.float().div_(255.0)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
-    return x.sub_(m).div_(s).contiguous()
+    """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, H, W]`` (video) or ``[B, C, H, W]`` (image, T = 1).
+
+    Runs on the model's device (4x less data moved than float clips) with the data layer's formula
+    (`NormalizeToFloat`: ``(x - 255 mean) / (255 std)``), so CPU results are bitwise those of its transforms.
+    """
+    x = x.transpose(1, 2) if video else x[:, 0]
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    out.copy_(x)  # one uint8 -> float conversion into the contiguous target layout
+    shape = (1, -1) + (1,) * (out.ndim - 2)
+    offset = torch.tensor(mean, dtype=torch.float32, device=x.device) * 255.0
+    scale = 1.0 / (torch.tensor(std, dtype=torch.float32, device=x.device) * 255.0)
+    return out.sub_(offset.view(shape)).mul_(scale.view(shape))
 
 
 # ============================================================================================ the clip stream
@@ -1001,22 +979,23 @@ def _resolve(cfg: ExtractConfig, model: nn.Module) -> tuple[ExtractConfig, ClipS
                 lo, hi = crop // m * m, (crop // m + 1) * m
                 raise ValueError(f"crop_size={crop} must be a multiple of {m} for this model; use {hi}"
                                  + (f" or {lo}" if lo else ""))
-        short = cfg.short_side if cfg.short_side is not None else crop
+        # The data layer's evaluation defaults: short side = crop for video, crop / 0.875 for images.
+        short = cfg.short_side if cfg.short_side is not None else (crop if video else _round(crop / 0.875))
         if short < crop:
             raise ValueError(f"short_side={short} is smaller than crop_size={crop}")
     elif cfg.spatial == "full":
         short = cfg.short_side
     else:
         raise ValueError(f"unknown spatial mode '{cfg.spatial}' (expected 'center_crop' or 'full')")
-    mean = cfg.mean or (VIDEO_MEAN if video else IMAGE_MEAN)
-    std = cfg.std or (VIDEO_STD if video else IMAGE_STD)
+    mean = cfg.mean or (KINETICS_MEAN if video else IMAGENET_MEAN)
+    std = cfg.std or (KINETICS_STD if video else IMAGENET_STD)
     resolved = dataclasses.replace(cfg, num_frames=T, sampling_rate=rate, crop_size=crop, short_side=short,
                                    mean=tuple(mean), std=tuple(std),
                                    outputs=tuple(n for n, _ in _parse_outputs(cfg.outputs, mc.num_stages,
                                                                               mc.num_classes)))
     spec = ClipSpec(T, rate, cfg.clip_mode, cfg.stride, cfg.stride_seconds, cfg.target_fps, cfg.num_clips,
                     cfg.tail)
-    spatial = SpatialSpec(cfg.spatial, (crop, crop), short, (mult[-2], mult[-1]),
+    spatial = SpatialSpec(cfg.spatial, crop, short, (mult[-2], mult[-1]),
                           resize_in_decoder=cfg.decode_resize and short is not None)
     return resolved, spec, spatial
 
