@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import fast
 from .config import HieraConfig, check_input_size
 
 # ----------------------------------------------------------------------------------------------------------
@@ -42,7 +43,8 @@ from .config import HieraConfig, check_input_size
 def unroll_permutation(ndim: int, schedule: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
     """Axes of a ``[B, *split dims, C]`` view and the permutation that puts it in unrolled order.
 
-    Returns ``(split_index, perm)``: dimension ``d`` of the grid is viewed as the axes ``[g_d, r_kd .. r_1d]``;
+    Returns ``(split_index, perm)``: dimension ``d`` of the grid is viewed as the axes
+    ``[g_d, r_kd .. r_1d]``;
     ``perm`` orders those axes as ``[B, r_1 (all d), ..., r_k (all d), g (all d), C]``.
     """
     k = len(schedule)
@@ -158,6 +160,21 @@ class MaskUnitAttention(nn.Module):
         x = x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
         return self.proj(x)
 
+    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Inference-only `forward` + ``residual`` (see `fast`): the bias and the residual add run in the
+        GEMM epilogues. ``x`` is in the compute dtype."""
+        B, N, _ = x.shape
+        nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
+        L, h, hd = N // nw, self.heads, self.head_dim
+        qkv = fast.linear(x, self.qkv)
+        qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
+        q, k, v = qkv.unbind(0)
+        if self.q_stride > 1:
+            q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
+        return fast.linear(x, self.proj, residual=residual)
+
 
 class HieraBlock(nn.Module):
     def __init__(self, dim: int, dim_out: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
@@ -182,6 +199,20 @@ class HieraBlock(nn.Module):
         x = x + self.drop_path(self.attn(x_norm))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
+        dt = x.dtype
+        n1, n2 = self.norm1, self.norm2
+        x_norm = F.layer_norm(x, n1.normalized_shape, fast.weight(n1.weight, dt), fast.weight(n1.bias, dt),
+                              n1.eps)
+        if self.dim != self.dim_out:
+            x = fast.linear(x_norm, self.proj)
+            s = self.attn.q_stride
+            x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
+        x = self.attn.forward_fast(x_norm, residual=x)
+        h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
+        return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
+
 
 class Head(nn.Module):
     def __init__(self, dim: int, num_classes: int, dropout: float = 0.0):
@@ -200,18 +231,25 @@ class PatchEmbed(nn.Module):
                  padding: Sequence[int]):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(kernel)]
-        self.proj = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding))
+        self.proj = conv(in_chans, dim, kernel_size=tuple(kernel), stride=tuple(stride),
+                         padding=tuple(padding))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
         """x: ``[B, C, *size]``; mask: ``[B, *mask_units_shape]`` bool (True = visible) or None.
 
         Returns ``[B, dim, *tokens_shape]``. Masked pixels are zeroed *before* the overlapping conv so they
         cannot leak into visible tokens (nearest upsampling of the unit mask, as the original does).
+        ``dtype``: compute in this dtype with cached weight casts (the inference fast path).
         """
         if mask is not None:
             mask = F.interpolate(mask[:, None].float(), size=x.shape[2:]).bool()
             x = x * mask
-        return self.proj(x)
+        if dtype is None:
+            return self.proj(x)
+        p = self.proj
+        w, b = fast.weight(p.weight, dtype), None if p.bias is None else fast.weight(p.bias, dtype)
+        return p._conv_forward(x.to(dtype), w, b)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,7 +274,8 @@ class Hiera(nn.Module):
         tokens = cfg.tokens_shape()
         if cfg.sep_pos_embed:
             if D != 3:
-                raise ValueError("sep_pos_embed (separate spatial + temporal position embeddings) needs video input")
+                raise ValueError(
+                    "sep_pos_embed (separate spatial + temporal position embeddings) needs video input")
             self.pos_embed_spatial = nn.Parameter(torch.zeros(1, tokens[1] * tokens[2], cfg.embed_dim))
             self.pos_embed_temporal = nn.Parameter(torch.zeros(1, tokens[0], cfg.embed_dim))
         else:
@@ -305,7 +344,8 @@ class Hiera(nn.Module):
         return {n for n, _ in self.named_parameters() if n.startswith("pos_embed")}
 
     def save_pretrained(self, directory: str) -> None:
-        """Write ``config.json`` + ``model.safetensors``; reload with ``create_model(pretrained=directory)``."""
+        """Write ``config.json`` + ``model.safetensors``; reload with
+        ``create_model(pretrained=directory)``."""
         from .checkpoint import save_pretrained
 
         save_pretrained(self, directory, self.arch)
@@ -387,30 +427,46 @@ class Hiera(nn.Module):
         ``[B, units, *unit_shape, C]`` when masked).
         """
         size = self._check_input(x)
+        # Inference on CPU (no grad, eval mode) takes the oneDNN fast path (see `fast`); it computes in
+        # `dt` with autocast off, because it handles the bf16 casts itself (once per weight, not per call).
+        dt = None if self.training else fast.compute_dtype(x)
+        if dt is None:
+            return self._forward_tokens(x, size, mask, stages, None)
+        with torch.autocast("cpu", enabled=False):
+            return self._forward_tokens(x, size, mask, stages, dt)
+
+    def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
+                        stages: Sequence[int], dt: torch.dtype | None
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         cfg = self.config
         B = x.shape[0]
         if mask is not None:
             self._check_mask(mask, B, size)
         tokens = cfg.tokens_shape(size)
-        x = self.patch_embed(x, None if mask is None else mask.view(B, *self.mask_units_shape(size)))
+        unit_mask = None if mask is None else mask.view(B, *self.mask_units_shape(size))
+        x = self.patch_embed(x, unit_mask, dtype=dt)
         # [B, C, *tokens] -> [B, *tokens, C] -> unrolled [B, N, C]; the position embedding is added in
         # unrolled order so the transpose, add and unroll cost a single pass over x.
         D = cfg.ndim
+        pos = self.get_pos_embed(tokens)
         x = unroll(x.permute(0, *range(2, D + 2), 1), tokens, self.unroll_schedule) \
-            + unroll(self.get_pos_embed(tokens), tokens, self.unroll_schedule)
+            + unroll(pos if dt is None else pos.to(dt), tokens, self.unroll_schedule)
 
         num_units = None
         if mask is not None:  # keep the visible units only: unit u of position l is token l * U + u
             num_units = int(mask[0].sum())
             U = mask.shape[1]
-            idx = mask.nonzero()[:, 1].view(B, 1, num_units, 1).expand(B, x.shape[1] // U, num_units, x.shape[-1])
+            idx = mask.nonzero()[:, 1].view(B, 1, num_units, 1)
+            idx = idx.expand(B, x.shape[1] // U, num_units, x.shape[-1])
             x = torch.gather(x.view(B, -1, U, x.shape[-1]), 2, idx).reshape(B, -1, x.shape[-1])
 
         wanted = set(int(s) % cfg.num_stages for s in stages)
         outs: list[torch.Tensor] = []
         schedule, grid = list(self.unroll_schedule), list(tokens)
         for i, blk in enumerate(self.blocks):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if dt is not None:
+                x = blk.forward_fast(x)
+            elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
@@ -466,7 +522,8 @@ class HieraBackbone(nn.Module):
         self.out_stages = [int(s) % model.config.num_stages for s in out_stages]
         dims = model.config.stage_dims
         self.channels = [dims[s] for s in self.out_stages]
-        self.strides = [model.config.patch_stride[-1] * model.config.q_stride[-1] ** min(s, model.config.q_pool)
+        cfg = model.config
+        self.strides = [cfg.patch_stride[-1] * cfg.q_stride[-1] ** min(s, cfg.q_pool)
                         for s in self.out_stages]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

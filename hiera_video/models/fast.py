@@ -1,0 +1,147 @@
+"""CPU inference fast path for Hiera: oneDNN linears with fused epilogues and cached (pre-packed) weights.
+
+Why: on CPU, eager ``F.linear`` is ``addmm`` = copy the broadcast bias into the output, then GEMM with
+``beta=1`` — one extra pass over every activation — and GELU and the residual adds are more passes. oneDNN
+(``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's CPU backend emits) applies the bias, the GELU
+and the residual add in the GEMM epilogue while the tile is still in registers, and runs bf16 through the
+CPU's native bf16 dot-product instructions. These ops have no autograd formula, so the path is taken only
+when gradients are off (``torch.no_grad()`` / ``torch.inference_mode()``); training uses the regular
+modules. The results equal the regular path to float rounding (the same math, one rounding per epilogue).
+
+Switch it off globally with ``HIERA_VIDEO_FAST=0`` or `set_enabled(False)`, or locally with `disabled()`.
+
+bf16: the path runs in bf16 when the input is bf16 (a ``model.to(torch.bfloat16)`` model) or when CPU
+autocast to bf16 is active (then the fp32 weights are cast once and cached, instead of on every call as
+autocast does). LayerNorm, softmax and GEMMs accumulate in fp32 inside the kernels either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+
+__all__ = ["active", "compute_dtype", "disabled", "enabled", "is_enabled", "linear", "set_enabled", "weight"]
+
+_ENABLED = os.environ.get("HIERA_VIDEO_FAST", "1").lower() not in ("0", "false", "no", "off")
+_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_HAS_BF16 = _HAS_ONEDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+# Per-parameter cache of weights converted for the fast path. It lives here, not on the module, so that
+# state_dict, deepcopy and pickling are unaffected. Keyed on id(param) with a weak reference to check identity
+# (a WeakKeyDictionary would compare tensors with ==); a finalizer drops the entry with its parameter. Each
+# entry remembers the parameter's storage pointer and version counter: any in-place update (optimizer step,
+# load_state_dict's copy_) or re-assignment of .data invalidates it.
+_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def set_enabled(flag: bool) -> None:
+    """Globally enable / disable the CPU inference fast path (default: enabled unless HIERA_VIDEO_FAST=0)."""
+    global _ENABLED
+    _ENABLED = bool(flag)
+
+
+def is_enabled() -> bool:
+    return _ENABLED
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the regular (eager module) path inside this block, e.g. to compare against the fast path."""
+    global _ENABLED
+    old, _ENABLED = _ENABLED, False
+    try:
+        yield
+    finally:
+        _ENABLED = old
+
+
+@contextlib.contextmanager
+def enabled() -> Iterator[None]:
+    """Force the fast path on inside this block (it is still taken only where it applies)."""
+    global _ENABLED
+    old, _ENABLED = _ENABLED, True
+    try:
+        yield
+    finally:
+        _ENABLED = old
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the fast path would compute in for input ``x``, or None when it does not apply.
+
+    Applies on CPU with gradients disabled, outside ``torch.compile`` tracing (Inductor fuses on its own),
+    for fp32 or bf16 compute (fp16 GEMMs have no fast CPU kernel on most machines).
+    """
+    if not (_ENABLED and _HAS_ONEDNN) or torch.is_grad_enabled() or x.device.type != "cpu":
+        return None
+    if torch.compiler.is_compiling():
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        dt = torch.get_autocast_dtype("cpu")
+    else:
+        dt = x.dtype
+    if dt == torch.float32 or (dt == torch.bfloat16 and _HAS_BF16):
+        return dt
+    return None
+
+
+def active(x: torch.Tensor) -> bool:
+    """Whether a forward on ``x`` takes the fast path right now."""
+    return compute_dtype(x) is not None
+
+
+def _cached(p: torch.Tensor, key: tuple, make) -> torch.Tensor:
+    slot = _CACHE.get(id(p))
+    stamp = (p.data_ptr(), p._version)
+    if slot is None or slot[0]() is not p:
+        slot = (weakref.ref(p), {"stamp": stamp})
+        _CACHE[id(p)] = slot
+        weakref.finalize(p, _CACHE.pop, id(p), None)
+    entry = slot[1]
+    if entry["stamp"] != stamp:
+        entry.clear()
+        entry["stamp"] = stamp
+    if key not in entry:
+        with torch.no_grad():
+            entry[key] = make()
+    return entry[key]
+
+
+def weight(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``p`` (a weight or bias) in ``dtype``: the parameter itself when it already is, else a cached cast."""
+    if p.dtype == dtype:
+        return p
+    return _cached(p, ("cast", dtype), lambda: p.detach().to(dtype))
+
+
+def _packed(lin: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """The linear's weight reordered once into oneDNN's blocked GEMM layout (as Inductor's freezing does).
+
+    The blocked layout does not depend on the batch size in practice; the hint only picks the first
+    primitive, so a fixed one is used and the packed weight serves every input shape.
+    """
+    w = lin.weight
+    return _cached(w, ("packed", dtype), lambda: torch.ops.mkldnn._reorder_linear_weight(
+        w.detach().to(dtype), 1024))
+
+
+def linear(x: torch.Tensor, lin: nn.Linear, act: str = "none", residual: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """``act(lin(x))`` or ``lin(x) + residual`` as one oneDNN GEMM with the bias/act/add in its epilogue.
+
+    ``x`` must already be in the compute dtype; ``act`` is ``"none"`` or ``"gelu"`` (erf GELU, as nn.GELU);
+    ``residual`` (same shape as the output, contiguous) is added after the bias.
+    """
+    dt = x.dtype
+    w = _packed(lin, dt)
+    b = None if lin.bias is None else weight(lin.bias, dt)
+    if residual is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, b, "add")
+    if act == "gelu":
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")

@@ -1,0 +1,639 @@
+#!/usr/bin/env python
+"""Benchmark hiera_video against the original Hiera, HF transformers and timm on the same weights and input.
+
+What it measures, for each model / batch size / precision / compile setting:
+
+* **infer**: one forward pass under ``torch.inference_mode()`` (the model in eval mode);
+* **train**: one training step: forward, cross-entropy on fixed random labels, backward, ``AdamW.step()``,
+  ``zero_grad(set_to_none=True)`` (the model in train mode, drop path 0, no gradient checkpointing).
+
+Every implementation gets the same weights (ours are copied into the references: the original and timm by
+state-dict key mapping, HF transformers through `hiera_video.models.export_hf`), the same input tensor and
+the same thread count (`torch.set_num_threads`, one process). The outputs are compared against our fp32
+logits (``max|Δ|``) so a mis-mapped weight cannot go unnoticed.
+
+Timing method (a shared 2-core machine is noisy): after warm-up, every repetition runs each implementation
+once, in an order rotated by one position per repetition (A/B/C, B/C/A, ...), so slow phases of the machine
+hit all of them alike. Reported: median and minimum time over the repetitions, and the **speed-up of ours**
+= the median over repetitions of (reference time ÷ our time) paired within the same repetition.
+
+FLOPs are counted once per configuration on our model with `torch.utils.flop_counter.FlopCounterMode`
+(regular eager path; forward, or forward + backward for a training step; the optimizer is not counted) and
+the same count is used for every implementation (they do the same arithmetic). The machine's dense-matmul
+peak is measured in the same run (``--peak-size`` square ``torch.mm``, best of repetitions, fp32 and bf16),
+and achieved FLOP/s (from the median time) are reported as a fraction of the peak of the compute dtype.
+
+Peak memory: on CPU, the step's peak resident-set growth: ``malloc_trim(0)`` returns freed heap pages to the
+OS, writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark ``VmHWM`` to the current
+``VmRSS``, then one step runs and ``VmHWM - VmRSS(before)`` is reported (Linux only; it counts every
+allocation the step touches — activations, gradients, temporaries — but not memory that already existed,
+such as weights and the AdamW state after warm-up). On CUDA, ``torch.cuda.max_memory_allocated`` growth.
+
+Examples::
+
+    python tools/benchmark.py --model hiera_base_224 --batch-size 8 --precision fp32 --mode infer train
+    python tools/benchmark.py --model hiera_base_16x224 --batch-size 1 --precision bf16 --mode infer
+    python tools/benchmark.py --model hiera_base_224 --compile both --write BENCHMARKS.md --section compile
+
+``--write FILE --section NAME`` replaces the block between ``<!-- BEGIN benchmark:NAME -->`` and
+``<!-- END benchmark:NAME -->`` in FILE (appending it when absent), leaving the rest of the file alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+import hiera_video  # noqa: E402
+from hiera_video.models import fast  # noqa: E402
+from hiera_video.models.config import HieraConfig  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Implementations
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    """One thing to time: an implementation in one numeric setting, wrapped as a zero-argument step."""
+
+    impl: str  # "ours", "original", "hf", "timm"
+    setting: str  # "fp32", "bf16 autocast", "bf16 weights", ...
+    model: nn.Module
+    x: torch.Tensor
+    autocast: torch.dtype | None
+    compiled: bool = False
+    fast_path: bool = True  # ours only: whether the CPU inference fast path may run
+    step: Callable[[], Any] | None = None
+    out: torch.Tensor | None = None  # last inference output (logits), for the accuracy check
+    times: list[float] = field(default_factory=list)
+    compile_s: float | None = None
+    mem_bytes: int | None = None
+
+    @property
+    def label(self) -> str:
+        s = f"{self.impl} ({self.setting}"
+        if self.impl == "ours" and not self.fast_path:
+            s += ", regular path"
+        if self.compiled:
+            s += ", compiled"
+        return s + ")"
+
+
+def original_config_kwargs(cfg: HieraConfig) -> dict[str, Any]:
+    """Constructor arguments of the original `hiera.Hiera` for one of our configs."""
+    return dict(input_size=cfg.input_size, in_chans=cfg.in_chans, embed_dim=cfg.embed_dim,
+                num_heads=cfg.num_heads, num_classes=cfg.num_classes, stages=cfg.depths, q_pool=cfg.q_pool,
+                q_stride=cfg.q_stride,
+                mask_unit_size=cfg.mask_unit_size, mask_unit_attn=cfg.mask_unit_attn, dim_mul=cfg.dim_mul,
+                head_mul=cfg.head_mul, patch_kernel=cfg.patch_kernel, patch_stride=cfg.patch_stride,
+                patch_padding=cfg.patch_padding, mlp_ratio=cfg.mlp_ratio, drop_path_rate=0.0,
+                sep_pos_embed=cfg.sep_pos_embed)
+
+
+def build_original(ours: nn.Module) -> nn.Module:
+    """The original implementation (pip ``hiera-transformer``) with our weights; the head returns logits."""
+    import hiera
+
+    ref = hiera.Hiera(**original_config_kwargs(ours.config))
+    ref.load_state_dict(ours.state_dict(), strict=True)  # identical parameter names
+    ref.head.act_func = nn.Identity()  # the original applies softmax in eval mode; compare logits
+    return ref
+
+
+def timm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our key names -> timm's: the final norm and classifier live under ``head`` in timm."""
+    rename = {"norm.weight": "head.norm.weight", "norm.bias": "head.norm.bias",
+              "head.projection.weight": "head.fc.weight", "head.projection.bias": "head.fc.bias"}
+    return {rename.get(k, k): v for k, v in sd.items()}
+
+
+def build_timm(ours: nn.Module) -> nn.Module:
+    from timm.models.hiera import Hiera as TimmHiera
+
+    cfg = ours.config
+    kw = original_config_kwargs(cfg)
+    kw["img_size"] = kw.pop("input_size")
+    kw["stages"] = kw.pop("stages")
+    ref = TimmHiera(**kw)
+    ref.load_state_dict(timm_state_dict(ours.state_dict()), strict=True)
+    return ref
+
+
+def build_hf(ours: nn.Module) -> nn.Module:
+    from transformers import HieraForImageClassification
+
+    from hiera_video.models import export_hf
+
+    with tempfile.TemporaryDirectory() as d:
+        export_hf(ours, d)
+        ref = HieraForImageClassification.from_pretrained(d)
+    return _HFLogits(ref)
+
+
+class _HFLogits(nn.Module):
+    """HF models return a ModelOutput; the benchmark wants the logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+BUILDERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "original": build_original, "hf": build_hf, "timm": build_timm}
+
+
+def available_refs(requested: list[str], is_video: bool) -> tuple[list[str], list[str]]:
+    """Split requested references into usable ones and skipped ones (with the reason)."""
+    use, skipped = [], []
+    for r in requested:
+        if r in ("hf", "timm") and is_video:
+            skipped.append(f"{r}: image models only")
+            continue
+        mod = {"original": "hiera", "hf": "transformers", "timm": "timm"}[r]
+        try:
+            __import__(mod)
+        except ImportError:
+            skipped.append(f"{r}: `{mod}` not installed")
+            continue
+        use.append(r)
+    return use, skipped
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Steps
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_infer_step(v: Variant) -> Callable[[], torch.Tensor]:
+    def step() -> torch.Tensor:
+        ctx = fast.enabled() if v.fast_path else fast.disabled()
+        ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), ctx, ac:
+            v.out = v.model(v.x)
+        return v.out
+
+    return step
+
+
+def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tensor]:
+    params = [p for p in v.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.05)
+
+    def step() -> torch.Tensor:
+        ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
+        with ac:
+            loss = F.cross_entropy(v.model(v.x).float(), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------------------
+
+
+def matmul_peak(dtype: torch.dtype, n: int, reps: int, device: torch.device) -> float:
+    """Dense ``n x n`` matmul FLOP/s: best of ``reps`` (the physical limit the model can approach)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = math.inf
+    for i in range(reps + 2):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        if i >= 2:  # two warm-up calls
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def count_flops(model: nn.Module, x: torch.Tensor, train: bool) -> int:
+    """FLOPs of one forward (or forward + backward) of our model, eager regular path."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    was = model.training
+    model.train(train)
+    try:
+        with fast.disabled(), counter:
+            if train:
+                model(x).float().sum().backward()
+            else:
+                with torch.no_grad():
+                    model(x)
+    finally:
+        model.train(was)
+        model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+_LIBC = None
+
+
+def _read_status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_memory(step: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak memory growth of one call of ``step`` in bytes (see the module docstring), or None."""
+    global _LIBC
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _read_status("VmRSS")
+        step()
+        return _read_status("VmHWM") - base
+    except (OSError, KeyError, AttributeError):
+        return None
+
+
+def time_interleaved(variants: list[Variant], reps: int, warmup: int, device: torch.device) -> None:
+    """Warm up every variant, then ``reps`` rounds, each timing every variant once in rotated order."""
+    for v in variants:
+        for i in range(warmup):
+            _sync(device)
+            t = time.perf_counter()
+            v.step()
+            _sync(device)
+            if i == 0 and v.compiled:
+                v.compile_s = time.perf_counter() - t
+    n = len(variants)
+    for r in range(reps):
+        for j in range(n):
+            v = variants[(r + j) % n]
+            _sync(device)
+            t = time.perf_counter()
+            v.step()
+            _sync(device)
+            v.times.append(time.perf_counter() - t)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One configuration
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    model: str
+    batch_size: int
+    precision: str
+    mode: str  # "infer" | "train"
+    compiled: bool
+    overrides: dict[str, Any]
+
+
+def build_variants(cfg: Config, ours_fp32: nn.Module, refs: dict[str, nn.Module], x: torch.Tensor,
+                   args: argparse.Namespace) -> list[Variant]:
+    """The variants to time for one configuration (fresh copies of the models where dtypes change)."""
+    import copy
+
+    prec = cfg.precision
+    dt = DTYPES[prec]
+    impls = {"ours": ours_fp32, **refs}
+    out: list[Variant] = []
+    settings: list[tuple[str, torch.dtype | None, bool]] = []  # (setting, autocast dtype, cast weights)
+    if prec == "fp32":
+        settings = [("fp32", None, False)]
+    else:
+        modes = args.low_precision if cfg.mode == "infer" else ["autocast"]
+        for m in modes:
+            settings.append((f"{prec} {m}", dt if m == "autocast" else None, m == "weights"))
+    for setting, ac, cast in settings:
+        for name, m in impls.items():
+            model = copy.deepcopy(m).to(dt) if cast else m
+            xin = x.to(dt) if cast else x
+            variants = [Variant(name, setting, model, xin, ac)]
+            if name == "ours" and args.ablate and cfg.mode == "infer" and not cfg.compiled:
+                variants.append(Variant(name, setting, model, xin, ac, fast_path=False))
+            out += variants
+    if cfg.compiled:
+        for v in out:
+            v.model = torch.compile(v.model, **({"mode": args.compile_mode} if args.compile_mode else {}))
+            v.compiled = True
+    return out
+
+
+def run_config(cfg: Config, args: argparse.Namespace, peaks: dict[str, float], device: torch.device
+               ) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    ours = hiera_video.create_model(cfg.model, drop_path_rate=0.0, **cfg.overrides).to(device)
+    mcfg = ours.config
+    refs_wanted, skipped = available_refs(args.refs, mcfg.is_video)
+    refs = {}
+    for r in refs_wanted:
+        try:
+            refs[r] = BUILDERS[r](ours).to(device)
+        except Exception as e:  # noqa: BLE001 - a reference that rejects this config is skipped, not fatal
+            skipped.append(f"{r}: {type(e).__name__}: {str(e).splitlines()[-1][:160]}")
+    x = torch.randn(cfg.batch_size, mcfg.in_chans, *mcfg.input_size, device=device)
+    labels = torch.randint(0, max(mcfg.num_classes, 1), (cfg.batch_size,), device=device)
+    train = cfg.mode == "train"
+    flops = count_flops(ours, x, train)
+
+    # Reference logits: our model, fp32, regular path, eval mode.
+    ours.eval()
+    with torch.inference_mode(), fast.disabled():
+        ref_logits = ours(x).float()
+
+    variants = build_variants(cfg, ours, refs, x, args)
+    for v in variants:
+        v.model.train(train)
+        v.step = make_train_step(v, labels) if train else make_infer_step(v)
+    time_interleaved(variants, args.reps, args.warmup, device)
+    if args.memory:
+        for v in variants:
+            v.mem_bytes = peak_memory(v.step, device)
+
+    primary = pick_primary(variants)
+    rows = []
+    for v in variants:
+        med = statistics.median(v.times)
+        paired = [t / p for t, p in zip(v.times, primary.times)]
+        peak_key = "bf16" if ("bf16" in v.setting) else ("fp16" if "fp16" in v.setting else "fp32")
+        row = {
+            "impl": v.impl, "setting": v.setting, "label": v.label, "fast_path": v.fast_path,
+            "compiled": v.compiled,
+            "median_s": med, "min_s": min(v.times), "times_s": v.times,
+            "items_per_s": cfg.batch_size / med,
+            "speedup_of_ours": statistics.median(paired),  # this time / our time, paired per repetition
+            "gflops": flops / med / 1e9,
+            "peak_fraction": (flops / med) / peaks[peak_key] if peaks.get(peak_key) else None,
+            "peak_key": peak_key, "mem_bytes": v.mem_bytes, "compile_s": v.compile_s,
+        }
+        if not train and v.out is not None:
+            o = v.out.float()
+            row["max_abs_diff"] = float((o - ref_logits).abs().max())
+            row["top1_agree"] = float((o.argmax(-1) == ref_logits.argmax(-1)).float().mean())
+        rows.append(row)
+        v.out = None
+    result = {"config": cfg.__dict__, "flops": flops, "primary": primary.label, "skipped_refs": skipped,
+              "input_shape": list(x.shape), "rows": rows}
+    del variants, refs, ours
+    gc.collect()
+    return result
+
+
+def pick_primary(variants: list[Variant]) -> Variant:
+    """The row the speed-ups are relative to: ours, fast path, preferring bf16 weights over autocast."""
+    ours = [v for v in variants if v.impl == "ours" and v.fast_path]
+    ours.sort(key=lambda v: 0 if "weights" in v.setting else 1)
+    return (ours or variants)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------------------
+
+
+def machine_info(device: torch.device) -> dict[str, str]:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+    cpu = platform.processor() or "?"
+    flags: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("?", "x86_64", ""):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile") if f in flags]
+    info["cpu"] = f"{cpu}, {os.cpu_count()} logical CPUs, ISA: {' '.join(isa) or '?'}"
+    info["threads"] = str(torch.get_num_threads())
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for mod, dist in (("hiera", "hiera-transformer"), ("transformers", "transformers"), ("timm", "timm")):
+        try:
+            from importlib.metadata import version
+
+            info[mod] = version(dist)
+        except Exception:  # noqa: BLE001 - any failure just means "not installed"
+            info[mod] = "not installed"
+    with contextlib.suppress(Exception):
+        info["load_before"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return info
+
+
+def _num(v: float) -> str:
+    """Three significant digits, without scientific notation for the usual ranges."""
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+def _mb(b: int | None) -> str:
+    return "n/a" if b is None else f"{b / 2**20:.0f}"
+
+
+def markdown(results: list[dict[str, Any]], peaks: dict[str, float], info: dict[str, str], argv: list[str]
+             ) -> str:
+    lines = [f"Command: `{' '.join(shlex.quote(a) for a in argv)}`", ""]
+    lines.append(f"Machine: {info['cpu']}; {info['threads']} threads; torch {info['torch']}; "
+                 f"hiera-transformer {info['hiera']}; transformers {info['transformers']}; "
+                 f"timm {info['timm']}; "
+                 f"Python {info['python']}" + (f"; GPU {info['gpu']}" if "gpu" in info else "")
+                 + f". Load average before the run: {info.get('load_before', '?')}; "
+                 f"finished {info.get('finished', '?')}.")
+    lines.append("")
+    peak_txt = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+    lines.append(f"Dense matmul peak measured in this run ({info.get('peak_size', '?')}² `torch.mm`, best of "
+                 f"repetitions): {peak_txt}.")
+    lines.append("")
+    for res in results:
+        c = res["config"]
+        ov = f", overrides {c['overrides']}" if c["overrides"] else ""
+        what = "forward (inference)" if c["mode"] == "infer" else "training step (fwd + bwd + AdamW)"
+        comp = ", torch.compile" if c["compiled"] else ""
+        lines.append(f"**{c['model']}**, batch {c['batch_size']}, {c['precision']}, {what}{comp}{ov}; input "
+                     f"{tuple(res['input_shape'])}; {_num(res['flops'] / 1e9)} GFLOP per step; "
+                     f"{len(res['rows'][0]['times_s'])} interleaved repetitions."
+                     + (f" Skipped: {'; '.join(res['skipped_refs'])}." if res["skipped_refs"] else ""))
+        lines.append("")
+        acc = c["mode"] == "infer"
+        head = ("| implementation | median ms | min ms | items/s | speed-up of ours (ref ÷ ours) | GFLOP/s "
+                "| % of peak | peak mem MiB |" + (" max abs Δ vs fp32 | top-1 agree |" if acc else ""))
+        lines.append(head)
+        lines.append("|" + "---|" * (head.count("|") - 1))
+        for r in res["rows"]:
+            pf = r["peak_fraction"]
+            frac = "n/a" if pf is None else f"{100 * pf:.0f}% ({r['peak_key']})"
+            mine = r["label"] == res["primary"]
+            sp = "—" if mine else f"{r['speedup_of_ours']:.2f}×"
+            label = f"**{r['label']}**" if mine else r["label"]
+            cells = [label, _num(1e3 * r["median_s"]), _num(1e3 * r["min_s"]), _num(r["items_per_s"]), sp,
+                     _num(r["gflops"]), frac, _mb(r["mem_bytes"])]
+            if acc:
+                cells += [f"{r.get('max_abs_diff', math.nan):.1e}", f"{100 * r.get('top1_agree', 0):.0f}%"]
+            if r["compile_s"] is not None:
+                cells[0] += f" (compile+1st call {r['compile_s']:.0f} s)"
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str, body: str) -> None:
+    """Replace (or append) the ``section`` block in ``path``; everything outside it is kept verbatim."""
+    begin, end = f"<!-- BEGIN benchmark:{section} -->", f"<!-- END benchmark:{section} -->"
+    note = "<!-- generated by tools/benchmark.py: re-run the command below instead of editing -->"
+    block = f"{begin}\n{note}\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _override(s: str) -> tuple[str, Any]:
+    k, _, v = s.partition("=")
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["hiera_base_224"], help="registry names")
+    p.add_argument("--batch-size", type=int, nargs="+", default=None,
+                   help="one per model or one for all (default 8 for images, 1 for video)")
+    p.add_argument("--override", type=_override, nargs="*", default=[], metavar="FIELD=JSON",
+                   help="config overrides for every model, e.g. depths=[1,1,1,1] input_size=[64,64]")
+    p.add_argument("--precision", nargs="+", choices=list(DTYPES), default=["fp32"])
+    p.add_argument("--low-precision", nargs="+", choices=["autocast", "weights"],
+                   default=["autocast", "weights"],
+                   help="bf16/fp16 inference: autocast on fp32 weights and/or model.to(dtype) weights")
+    p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer"])
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: its default)")
+    p.add_argument("--refs", nargs="*", choices=list(BUILDERS), default=list(BUILDERS),
+                   help="references (hf and timm are skipped for video models)")
+    p.add_argument("--no-ablate", dest="ablate", action="store_false",
+                   help="skip the row of ours with the CPU inference fast path disabled")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--peak-reps", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    p.add_argument("--write", type=Path, default=None, help="Markdown file to update (e.g. BENCHMARKS.md)")
+    p.add_argument("--section", default=None, help="section name in --write (default: derived from the run)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if device.type == "cpu" and "fp16" in args.precision:
+        print("note: most CPUs have no fp16 GEMM kernels; fp16 on CPU can be orders of magnitude slower",
+              file=sys.stderr)
+    overrides = dict(args.override)
+    bs = args.batch_size or [None]
+    if len(bs) not in (1, len(args.model)):
+        raise SystemExit("--batch-size takes one value or one per --model")
+    info = machine_info(device)
+
+    peaks: dict[str, float] = {}
+    for name in ("fp32", "bf16") + (("fp16",) if "fp16" in args.precision and device.type == "cuda" else ()):
+        peaks[name] = matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device)
+    info["peak_size"] = str(args.peak_size)
+
+    compiled = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    results = []
+    for i, model in enumerate(args.model):
+        b = bs[i] if len(bs) > 1 else bs[0]
+        if b is None:
+            b = 1 if hiera_video.get_config(model, **overrides).is_video else 8
+        for mode in args.mode:
+            for prec in args.precision:
+                for comp in compiled:
+                    cfg = Config(model, b, prec, mode, comp, overrides)
+                    print(f"running {cfg}", file=sys.stderr, flush=True)
+                    results.append(run_config(cfg, args, peaks, device))
+    # Re-measure the peak at the end, keep the best: a busy phase at the start must not deflate it.
+    for name in peaks:
+        peaks[name] = max(peaks[name], matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device))
+    for res in results:
+        for r in res["rows"]:
+            pk = peaks.get(r["peak_key"])
+            r["peak_fraction"] = (r["gflops"] * 1e9 / pk) if pk else None
+    info["finished"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    argv_full = ["python", "tools/benchmark.py"] + (sys.argv[1:] if argv is None else list(argv))
+    md = markdown(results, peaks, info, argv_full)
+    print(md)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "peaks": peaks, "results": results}, indent=1))
+    if args.write:
+        section = args.section or "-".join([device.type, *args.model, *args.precision, *args.mode])
+        write_section(args.write, section, md)
+    return results
+
+
+if __name__ == "__main__":
+    main()
