@@ -120,17 +120,20 @@ class DataConfig:
     val_split: str = "val"
     num_classes: int | None = None  # None: read from classes.txt / the list files / the folders
     num_frames: int = 16
-    sampling_rate: int = 4
+    sampling_rate: int = 4  # frames between clip frames, counted at target_fps
+    target_fps: float | None = 30.0  # None: count sampling_rate in the video's own frames
     crop_size: int = 224
     test_short_side: int | None = None  # None: crop_size (resize short side then centre/3-crop)
-    train_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    train_crop: Literal["random_resized", "short_side_jitter"] = "random_resized"
+    train_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random_resized crop area
     hflip: bool = True
     randaug_n: int = 0  # RandAugment number of ops (0: off)
     randaug_m: int = 9  # RandAugment magnitude
-    repeated_aug: int = 1  # repeated augmentation: each video appears this many times per epoch
+    erase_prob: float = 0.0  # random erasing probability (one box per clip)
+    repeated_aug: int = 1  # repeated augmentation: clips drawn per decoded video (batch = batch_size x this)
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
-    batch_size: int = 8  # per process; the global batch is batch_size * world_size * accum_steps
+    batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
     decoder: Literal["auto", "pyav", "decord"] = "auto"
     repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
@@ -245,6 +248,7 @@ def demo_config() -> Config:
             root=None,  # the demo generates its data into <run dir>/data
             num_frames=8,
             sampling_rate=1,
+            target_fps=None,  # the generated clips are exactly 8 frames: take them all
             crop_size=32,
             train_scale=[0.8, 1.0],
             hflip=False,  # a horizontal flip would swap the "left" and "right" labels

@@ -22,6 +22,8 @@ from hiera_video.config import Config, ConfigError
 __all__ = [
     "build_dataset",
     "build_model",
+    "load_trained",
+    "train_collate",
     "check_config",
     "input_size",
     "model_overrides",
@@ -151,6 +153,10 @@ def check_config(cfg: Config, job: Job, splits: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     if cfg.data.kind == "video" and cfg.data.num_frames < 1:
         raise ConfigError(f"data.num_frames must be at least 1, got {cfg.data.num_frames}")
+    if cfg.data.kind == "image" and cfg.data.repeated_aug > 1:
+        raise ConfigError("data.repeated_aug > 1 is implemented for videos (K clips per decode); use 1 for images")
+    if cfg.eval.num_crops not in (1, 3):
+        raise ConfigError(f"eval.num_crops must be 1 or 3, got {cfg.eval.num_crops}")
     if cfg.model.pretrained is not None and not _looks_remote(cfg.model.pretrained):
         if not Path(cfg.model.pretrained).exists():
             raise ConfigError(f"model.pretrained: {cfg.model.pretrained!r} does not exist")
@@ -217,11 +223,65 @@ def read_class_names(cfg: Config) -> list[str]:
     return names
 
 
-def build_dataset(cfg: Config, split: str, train: bool) -> Any:
-    """A dataset for ``split``. ``train=True``: random clip + train augmentation, items ``(clip, label,
-    index)``; ``train=False``: all test views ``[V, C, (T,) H, W]`` per item.
+def build_dataset(cfg: Config, split: str, train: bool, class_names: list[str] | None = None) -> Any:
+    """A data-layer dataset for ``split`` configured from ``cfg.data`` (and ``cfg.eval`` for test views).
+
+    ``train=True``: items ``(clip [C, T, H, W], label, index)`` (``[K, C, T, H, W]`` with repeated
+    augmentation K, see :func:`train_collate`); ``train=False``: ``(views [V, C, T, H, W], label, index,
+    valid)`` with ``V = eval.num_clips x eval.num_crops``. Images: ``[C, H, W]`` (one view at test time).
+    Per-sample randomness is seeded by ``(train.seed, epoch, index)`` inside the data layer.
     """
-    raise NotImplementedError("wired to the data layer once it lands")
+    from hiera_video.data.datasets import ImageFolderDataset, VideoDataset
+    from hiera_video.data.transforms import (
+        ImageEvalTransform,
+        ImageTrainTransform,
+        VideoEvalTransform,
+        VideoTrainTransform,
+    )
+
+    d = cfg.data
+    names = class_names if class_names is not None else read_class_names(cfg)
+    source = _split_source(cfg, split)
+    mean, std = tuple(d.mean), tuple(d.std)
+    if d.kind == "image":
+        if train:
+            transform: Any = ImageTrainTransform(
+                crop_size=d.crop_size, scale=(d.train_scale[0], d.train_scale[1]), hflip=0.5 if d.hflip else 0.0,
+                rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m, erase_prob=d.erase_prob,
+                mean=mean, std=std,
+            )
+        else:
+            transform = ImageEvalTransform(crop_size=d.crop_size, resize_size=d.test_short_side, mean=mean, std=std)
+        return ImageFolderDataset(source, train=train, transform=transform, classes=names, seed=cfg.train.seed)
+
+    from hiera_video.data.clip_sampling import RandomClipSampler, UniformClipSampler
+
+    geometry = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, target_fps=d.target_fps)
+    if train:
+        sampler: Any = RandomClipSampler(**geometry, num_clips=max(1, d.repeated_aug))
+        transform = VideoTrainTransform(
+            crop_size=d.crop_size, crop=d.train_crop, scale=(d.train_scale[0], d.train_scale[1]),
+            hflip=0.5 if d.hflip else 0.0, rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m,
+            erase_prob=d.erase_prob, mean=mean, std=std,
+        )
+    else:
+        sampler = UniformClipSampler(**geometry, num_clips=cfg.eval.num_clips)
+        transform = VideoEvalTransform(
+            crop_size=d.crop_size, short_side=d.test_short_side, num_crops=cfg.eval.num_crops, mean=mean, std=std
+        )
+    return VideoDataset.from_list_file(
+        source, root=_root(cfg), train=train, clip_sampler=sampler, transform=transform, backend=d.decoder,
+        seed=cfg.train.seed, classes=names,
+    )
+
+
+def train_collate(cfg: Config) -> Any:
+    """The training collate function: repeated-augmentation clips flattened into the batch when K > 1."""
+    if cfg.data.kind == "video" and cfg.data.repeated_aug > 1:
+        from hiera_video.data.datasets import collate_repeated
+
+        return collate_repeated
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ trained

@@ -12,6 +12,7 @@ matrix) and ``confusion.png``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class _Failed:
 
 def _item_path(dataset: Any, index: int) -> str:
     inner = getattr(dataset, "dataset", dataset)
+    records = getattr(inner, "records", None)
+    if records is not None and 0 <= index < len(records):
+        return str(getattr(records[index], "path", records[index]))
     for attr in ("path_of", "get_path"):
         fn = getattr(inner, attr, None)
         if callable(fn):
@@ -96,9 +100,18 @@ def _item_path(dataset: Any, index: int) -> str:
     return f"#{index}"
 
 
-def _collate(items: list[Any]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[_Failed]]:
-    good = [it for it in items if not isinstance(it, _Failed)]
+def _collate(items: list[Any], dataset: Any = None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor,
+                                                              list[_Failed]]:
+    """Stack readable items; unreadable ones (exception, or the data layer's ``valid=False``) are set aside."""
     failed = [it for it in items if isinstance(it, _Failed)]
+    good = []
+    for it in items:
+        if isinstance(it, _Failed):
+            continue
+        if len(it) > 3 and not bool(it[3]):  # (views, label, index, valid=False): could not be decoded
+            failed.append(_Failed(int(it[2]), _item_path(dataset, int(it[2])), "unreadable video"))
+        else:
+            good.append(it)
     if not good:
         return None, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
     views = torch.stack([torch.as_tensor(it[0]) for it in good])
@@ -157,7 +170,7 @@ def evaluate(
         batch_size=batch_size,
         sampler=[i for i, _ in sampler],
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=functools.partial(_collate, dataset=dataset),
     )
     all_probs: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []

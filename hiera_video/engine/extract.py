@@ -59,8 +59,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from hiera_video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
+from hiera_video.config import ConfigError
+
+# The data layer (and through it torchvision) is imported where it is used: `hiera-video --help` and the
+# argument parsing of every subcommand stay fast.
 
 logger = logging.getLogger("hiera_video.extract")
 
@@ -151,7 +153,7 @@ class ExtractConfig:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=3)
                 hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-                raise ValueError(f"unknown extract setting '{key}'{hint}; valid: {', '.join(names)}")
+                raise ConfigError(f"unknown extract setting '{key}'{hint}; valid: {', '.join(names)}")
         values = dict(data)
         for key in ("extensions", "mean", "std", "outputs"):
             if isinstance(values.get(key), (list, str)):
@@ -174,6 +176,8 @@ class VideoItem:
 
 
 def _is_image(path: str | os.PathLike[str]) -> bool:
+    from hiera_video.data.annotations import IMAGE_EXTENSIONS
+
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -207,7 +211,7 @@ def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str]
 
     Returns the items in input order; duplicate paths are dropped, duplicate ids are an error.
     """
-    from hiera_video.data.annotations import read_kinetics_csv, read_list_file
+    from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_kinetics_csv, read_list_file
 
     src = Path(source)
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
@@ -638,18 +642,18 @@ def _parse_outputs(outputs: Sequence[str], num_stages: int, num_classes: int) ->
         if m:
             s = int(m.group(1))
             if not -num_stages <= s < num_stages:
-                raise ValueError(f"output '{name}': the model has stages 0..{num_stages - 1}")
+                raise ConfigError(f"output '{name}': the model has stages 0..{num_stages - 1}")
             parsed.append((f"stage{s % num_stages}", s % num_stages))
         elif name in ("embedding", "logits", "probs"):
             if name != "embedding" and num_classes <= 0:
-                raise ValueError(f"output '{name}' needs a classification head (the model has num_classes=0)")
+                raise ConfigError(f"output '{name}' needs a classification head (the model has num_classes=0)")
             parsed.append((name, None))
         else:
-            raise ValueError(f"unknown output '{name}' (expected embedding, logits, probs or stage<k>)")
+            raise ConfigError(f"unknown output '{name}' (expected embedding, logits, probs or stage<k>)")
     if not parsed:
-        raise ValueError("no outputs selected")
+        raise ConfigError("no outputs selected")
     if len({n for n, _ in parsed}) != len(parsed):
-        raise ValueError(f"duplicate outputs in {list(outputs)}")
+        raise ConfigError(f"duplicate outputs in {list(outputs)}")
     return parsed
 
 
@@ -968,25 +972,27 @@ def _resolve(cfg: ExtractConfig, model: nn.Module) -> tuple[ExtractConfig, ClipS
     mult = mc.size_multiple
     T = cfg.num_frames if cfg.num_frames is not None else (mc.input_size[0] if video else 1)
     if not video and T != 1:
-        raise ValueError(f"{cfg.model} is an image model: num_frames must be 1 (got {T})")
+        raise ConfigError(f"{cfg.model} is an image model: num_frames must be 1 (got {T})")
     if video and T % mult[0]:
-        raise ValueError(f"num_frames={T} must be a multiple of {mult[0]} for this model (temporal patch stride)")
+        raise ConfigError(f"num_frames={T} must be a multiple of {mult[0]} for this model (temporal patch stride)")
     rate = cfg.sampling_rate if cfg.sampling_rate is not None else (4 if video else 1)
     crop = cfg.crop_size if cfg.crop_size is not None else mc.input_size[-2]
     if cfg.spatial == "center_crop":
         for m in mult[-2:]:
             if crop % m:
                 lo, hi = crop // m * m, (crop // m + 1) * m
-                raise ValueError(f"crop_size={crop} must be a multiple of {m} for this model; use {hi}"
+                raise ConfigError(f"crop_size={crop} must be a multiple of {m} for this model; use {hi}"
                                  + (f" or {lo}" if lo else ""))
         # The data layer's evaluation defaults: short side = crop for video, crop / 0.875 for images.
         short = cfg.short_side if cfg.short_side is not None else (crop if video else _round(crop / 0.875))
         if short < crop:
-            raise ValueError(f"short_side={short} is smaller than crop_size={crop}")
+            raise ConfigError(f"short_side={short} is smaller than crop_size={crop}")
     elif cfg.spatial == "full":
         short = cfg.short_side
     else:
-        raise ValueError(f"unknown spatial mode '{cfg.spatial}' (expected 'center_crop' or 'full')")
+        raise ConfigError(f"unknown spatial mode '{cfg.spatial}' (expected 'center_crop' or 'full')")
+    from hiera_video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
+
     mean = cfg.mean or (KINETICS_MEAN if video else IMAGENET_MEAN)
     std = cfg.std or (KINETICS_STD if video else IMAGENET_STD)
     resolved = dataclasses.replace(cfg, num_frames=T, sampling_rate=rate, crop_size=crop, short_side=short,
@@ -1010,7 +1016,7 @@ def _check_or_save_config(out: Path, cfg: ExtractConfig, is_main: bool) -> None:
         diff = [k for k in ExtractConfig.FEATURE_FIELDS if k in old and old[k] != mine[k]]
         if diff and shard_files(out):
             detail = ", ".join(f"{k}: {old[k]!r} -> {mine[k]!r}" for k in diff)
-            raise ValueError(f"{out} holds features extracted with other settings ({detail}); use another "
+            raise ConfigError(f"{out} holds features extracted with other settings ({detail}); use another "
                              "output directory or delete it")
     if is_main:
         atomic_write_bytes(path, json.dumps({"features": mine, "run": cfg.to_dict()}, indent=2).encode())
@@ -1029,7 +1035,7 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
 
     cfg = cfg if isinstance(cfg, ExtractConfig) else ExtractConfig.from_dict(cfg)
     if not cfg.input or not cfg.output_dir:
-        raise ValueError("extract needs an input (directory, list file or CSV) and an output directory")
+        raise ConfigError("extract needs an input (directory, list file or CSV) and an output directory")
     started_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = hd.init_distributed(cfg.device)
     out = Path(cfg.output_dir)

@@ -140,7 +140,8 @@ def _fork_unsafe() -> bool:
 
 
 def _global_batch(cfg: Config, info: DistInfo) -> int:
-    return cfg.data.batch_size * info.world_size * cfg.optim.accum_steps
+    """Clips per optimizer step (repeated augmentation multiplies the clips of each decoded video)."""
+    return cfg.data.batch_size * max(1, cfg.data.repeated_aug) * info.world_size * cfg.optim.accum_steps
 
 
 def peak_lr(cfg: Config, info: DistInfo) -> float:
@@ -190,8 +191,7 @@ def fit(
         seed=cfg.train.seed,
         rank=info.rank,
         world_size=info.world_size,
-        repeats=cfg.data.repeated_aug,
-        drop_last=True,
+        drop_last=True,  # repeated augmentation happens inside the dataset (K clips per decoded video)
     )
     micro_batches = sampler.per_rank() // cfg.data.batch_size
     steps_per_epoch = micro_batches // cfg.optim.accum_steps
@@ -202,6 +202,7 @@ def fit(
             "lower data.batch_size or optim.accum_steps"
         )
     total_steps = steps_per_epoch * cfg.train.epochs
+    clips_per_batch = cfg.data.batch_size * max(1, cfg.data.repeated_aug)
     lr = peak_lr(cfg, info)
 
     optimizer = build_optimizer(
@@ -275,6 +276,8 @@ def fit(
     with GracefulInterrupt() as interrupt:
         while state.epoch < cfg.train.epochs and not stop:
             sampler.set_epoch(state.epoch)
+            if hasattr(train_dataset, "set_epoch"):
+                train_dataset.set_epoch(state.epoch)  # the data layer seeds each sample by (epoch, index)
             sampler.set_start(state.batch_in_epoch * cfg.data.batch_size)
             loader = make_loader(
                 train_dataset, sampler, cfg.data.batch_size, cfg.data.num_workers, drop_last=True,
@@ -283,7 +286,7 @@ def fit(
             step_model.train()
             bar = progress(
                 loader,
-                total_clips=(micro_batches - state.batch_in_epoch) * cfg.data.batch_size,
+                total_clips=(micro_batches - state.batch_in_epoch) * clips_per_batch,
                 desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}",
                 enabled=info.is_main and cfg.train.progress,
             )

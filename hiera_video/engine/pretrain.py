@@ -9,8 +9,9 @@ for video / 0.6 for images, cosine schedule with long warmup). The model draws a
 the global torch generator, which the checkpoints save, so resume is exact here too.
 
 At the end of every ``mae.vis_every_epochs`` epochs the run folder gets ``recon/epoch_XXXX.png``: for a few
-fixed validation clips, rows of input frames, masked input, and reconstruction (masked patches' per-patch
-normalisation undone with the visible patches' statistics, see ``MaskedAutoencoderHiera.reconstruct``).
+fixed validation clips, rows of input frames, masked input and reconstruction, drawn by
+:func:`hiera_video.models.mae_visualize.save_reconstruction` (masked patches' per-patch normalisation undone
+with the visible patches' statistics).
 The validation MAE loss on a fixed subset with fixed masks is logged each epoch, so curves are comparable.
 
 The encoder of the result fine-tunes with ``hiera-video train`` and
@@ -19,7 +20,6 @@ The encoder of the result fine-tunes with ``hiera-video train`` and
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from hiera_video.engine.logging import get_logger
 from hiera_video.engine.loop import LoopState, autocast_context, fit
 from hiera_video.engine.train import seed_everything, setup_run
 
-__all__ = ["MAETask", "pretrain", "save_reconstruction_grid"]
+__all__ = ["MAETask", "pretrain"]
 
 _VAL_SUBSET = 32  # validation clips scored each epoch (fixed subset, fixed masks)
 
@@ -73,6 +73,8 @@ class MAETask:
                     clip = _first_view(self.val_dataset[i])
                 except Exception:  # noqa: BLE001 - an unreadable validation video is skipped
                     continue
+                if clip.numel() == 0:  # the data layer's marker for an unreadable video
+                    continue
                 if clip.ndim == self.ndim + 2:  # [V, C, ...]: multi-view test item
                     clip = clip[0]
                 clips.append(clip)
@@ -99,50 +101,13 @@ class MAETask:
         if self.info.is_main and every > 0 and ((state.epoch + 1) % every == 0 or is_last):
             n = min(self.cfg.mae.vis_num, x.shape[0])
             path = self.run_dir / "recon" / f"epoch_{state.epoch + 1:04d}.png"
-            save_reconstruction_grid(model, x[:n], mask[:n], path, self.cfg.data.mean, self.cfg.data.std)
+            from hiera_video.models.mae_visualize import save_reconstruction
+
+            save_reconstruction(model, x[:n], path, mask=mask[:n], mean=self.cfg.data.mean, std=self.cfg.data.std)
             metrics["recon_picture"] = str(path)
         if was_training:
             model.train()
         return metrics
-
-
-def _to_uint8(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """``[C, ...]`` normalised -> ``[C, ...]`` uint8 pixels."""
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    pixels = x.float().cpu() * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
-    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-@torch.no_grad()
-def save_reconstruction_grid(model: nn.Module, x: torch.Tensor, mask: torch.Tensor,
-                             path: str | os.PathLike[str], mean: list[float], std: list[float]) -> Path:
-    """Write a PNG: per sample three rows (input, masked input, reconstruction); video frames left to right.
-
-    ``x``: ``[N, C, (T,) H, W]`` normalised; ``mask``: ``[N, num_mask_units]`` (True = visible).
-    """
-    from PIL import Image
-
-    recon, visible = model.reconstruct(x, mask=mask)
-    if x.ndim == 4:  # images: one "frame"
-        x, recon, visible = x[:, :, None], recon[:, :, None], visible[:, :, None]
-    rows = []
-    for i in range(x.shape[0]):
-        inp = _to_uint8(x[i], mean, std)  # [C, T, H, W]
-        masked = torch.where(visible[i].cpu(), inp, torch.full_like(inp, 96))  # masked units in grey
-        rec = _to_uint8(recon[i], mean, std)
-        for row in (inp, masked, rec):
-            rows.append(torch.cat(list(row.permute(1, 2, 3, 0)), dim=1))  # frames side by side: [H, T*W, C]
-    grid = torch.cat(rows, dim=0).numpy()
-    scale = max(1, 128 // x.shape[-2])  # tiny test clips are upscaled so a person can see them
-    image = Image.fromarray(grid)
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dict[str, Any]:
@@ -167,7 +132,8 @@ def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dic
     task = MAETask(cfg, info, run_dir, val_set, ndim)
     result = fit(
         cfg, model, train_set, task, info, run_dir, resume=resume_path, best_metric=None, layer_decay=1.0,
-        extra_state={"model_name": cfg.model.name, "job": "pretrain"}, on_step=on_step,
+        extra_state={"model_name": cfg.model.name, "job": "pretrain"}, collate_fn=build.train_collate(cfg),
+        on_step=on_step,
     )
     model_dir = run_dir / "model"
     if info.is_main:

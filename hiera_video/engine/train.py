@@ -111,7 +111,8 @@ class SupervisedTask:
         if self.mixup is not None:
             x, soft = self.mixup(x, y)
             logits = model(x)
-            loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            # Soft targets from mixing; label smoothing on top, as timm's SoftTargetCrossEntropy recipe.
+            loss = F.cross_entropy(logits.float(), soft, label_smoothing=self.cfg.aug.label_smoothing)
         else:
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.aug.label_smoothing)
@@ -143,13 +144,31 @@ class SupervisedTask:
         return {"top1": result.top1, "top5": result.top5, "loss": result.loss, "failed": len(result.failed)}
 
 
-def build_mixup(cfg: Config, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], Any] | None:
-    """MixUp / CutMix from the data layer, or None when both alphas are 0 (then label smoothing applies)."""
+class SeededMixup:
+    """The data layer's MixUp/CutMix with its generator reseeded per batch from the global torch RNG.
+
+    The mixer draws lambda, mode and box from its own numpy generator; reseeding it from the torch stream
+    (which every checkpoint saves) makes the draws of a resumed run identical to the uninterrupted run's.
+    """
+
+    def __init__(self, cfg: Config, num_classes: int) -> None:
+        from hiera_video.data.mixup import MixupCutmix
+
+        a = cfg.aug
+        self.mixer = MixupCutmix(num_classes, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob,
+                                 switch_prob=a.switch_prob, seed=0)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.mixer.rng = np.random.default_rng(seed)
+        return self.mixer(x, y)
+
+
+def build_mixup(cfg: Config, num_classes: int) -> SeededMixup | None:
+    """MixUp / CutMix, or None when both alphas are 0 (then plain cross-entropy with label smoothing)."""
     if cfg.aug.mixup <= 0 and cfg.aug.cutmix <= 0:
         return None
-    from hiera_video.engine.build import build_mixup as _build
-
-    return _build(cfg, num_classes)
+    return SeededMixup(cfg, num_classes)
 
 
 def train(
@@ -172,8 +191,8 @@ def train(
     resume_path = resolve_resume(resume, run_dir)
     class_names = build.read_class_names(cfg)
     num_classes = len(class_names)
-    train_set = build.build_dataset(cfg, "train", train=True)
-    val_set = build.build_dataset(cfg, "val", train=False)
+    train_set = build.build_dataset(cfg, "train", train=True, class_names=class_names)
+    val_set = build.build_dataset(cfg, "val", train=False, class_names=class_names)
     log.info("data: %d train / %d val items, %d classes, root %s", len(train_set), len(val_set), num_classes,
              cfg.data.root)
 
@@ -183,7 +202,7 @@ def train(
     result = fit(
         cfg, model, train_set, task, info, run_dir, resume=resume_path, best_metric="top1",
         extra_state={"class_names": class_names, "model_name": cfg.model.name, "job": "train"},
-        on_step=on_step,
+        collate_fn=build.train_collate(cfg), on_step=on_step,
     )
 
     # Final report with the best weights (EMA if enabled), multi-view as configured.
@@ -218,4 +237,5 @@ def train(
         "eval_files": eval_files,
         "model_dir": model_dir,
         "model": final_model,
+        "class_names": class_names,
     }
