@@ -151,3 +151,42 @@ def test_mixup_disabled_returns_one_hot() -> None:
     inputs = torch.randn(2, 3, 8, 8)
     mixed, soft = mixer(inputs.clone(), torch.tensor([2, 0]))
     assert torch.equal(mixed, inputs) and soft.tolist() == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_fast_rand_augment_matches_torchvision_op_by_op() -> None:
+    """Every RandAugment op gives torchvision's exact pixels, on channels-last and contiguous clips."""
+    import torchvision.transforms.v2 as v2
+    from torchvision import tv_tensors
+
+    from hiera_video.data.rand_augment import FastRandAugment
+
+    reference = v2.RandAugment(num_ops=1, magnitude=7, num_magnitude_bins=11)
+    fast = FastRandAugment(num_ops=1, magnitude=7, num_magnitude_bins=11)
+    raw = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8))
+    raw[1] //= 4  # a low-contrast frame for AutoContrast / Equalize
+    for clip in (raw.permute(0, 3, 1, 2), raw.permute(0, 3, 1, 2).contiguous()):
+        video = tv_tensors.Video(clip)
+        for name, (magnitudes_fn, signed) in reference._AUGMENTATION_SPACE.items():
+            magnitudes = magnitudes_fn(11, 37, 53)
+            values = [0.0] if magnitudes is None else [float(magnitudes[k]) for k in (1, 7, 10)]
+            for magnitude in values + ([-v for v in values] if signed else []):
+                expected = reference._apply_image_or_video_transform(
+                    video, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
+                )
+                actual = fast._apply_image_or_video_transform(
+                    video, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
+                )
+                assert isinstance(actual, tv_tensors.Video)
+                assert torch.equal(actual.as_subclass(torch.Tensor), expected.as_subclass(torch.Tensor)), (
+                    name,
+                    magnitude,
+                )
+    # The whole transform draws the same ops from the same stream: identical clips for the same seed.
+    full_reference = v2.RandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11)
+    full_fast = FastRandAugment(num_ops=4, magnitude=7, num_magnitude_bins=11)
+    for seed in range(6):
+        with seeded_torch(seed):
+            expected = full_reference(tv_tensors.Video(raw.permute(0, 3, 1, 2)))
+        with seeded_torch(seed):
+            actual = full_fast(tv_tensors.Video(raw.permute(0, 3, 1, 2)))
+        assert torch.equal(actual.as_subclass(torch.Tensor), expected.as_subclass(torch.Tensor))

@@ -338,6 +338,8 @@ class VideoDataset(_RobustDataset):
             return clips
         with seeded_torch(sample_seed(self.seed, self.epoch, index, attempt) ^ 0x5EED):
             outputs = [self.transform(clip) for clip in clips]
+        if len(outputs) == 1:  # no stack: avoids copying the float clip
+            return outputs[0] if outputs[0].ndim == 5 else outputs[0].unsqueeze(0)
         if outputs[0].ndim == 5:  # eval transform with spatial crops: [S, C, T, H, W] per clip
             return torch.cat(outputs)
         return torch.stack(outputs)

@@ -27,6 +27,8 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torchvision import tv_tensors
 
+from hiera_video.data.rand_augment import FastRandAugment
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -206,7 +208,8 @@ class RandomErasingSameBox(torch.nn.Module):
 def _rand_augment(num_ops: int, magnitude: int, num_magnitude_bins: int) -> v2.RandAugment | None:
     if num_ops <= 0:
         return None
-    return v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+    # torchvision's RandAugment (same ops, magnitudes, random stream and pixels) with faster uint8 kernels.
+    return FastRandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
 
 
 class VideoTrainTransform(torch.nn.Module):

@@ -233,20 +233,6 @@ class VideoReader(ABC):
         )
 
 
-def _probe_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` of the first video stream, from the container header (no decoding)."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoReadError(path, "no video stream")
-            context = container.streams.video[0].codec_context
-            return int(context.height), int(context.width)
-    except av.FFmpegError as error:
-        raise VideoReadError(path, f"cannot open container ({error})") from error
-
-
 def _discard_other_streams(container: Any, stream: Any) -> None:
     """Let the demuxer drop packets of the other streams (audio, subtitles) instead of returning them."""
     import av
@@ -516,12 +502,13 @@ class PyAVVideoReader(VideoReader):
 
 
 # Per-process memo of the decord safety check, keyed by (path, size, mtime) so edited files are re-checked.
-_DECORD_CHECKS: dict[tuple[str, int, int], tuple[bool, int]] = {}
+_DECORD_CHECKS: dict[tuple[str, int, int], tuple[bool, int, int, int]] = {}
 _DECORD_CHECKS_MAX = 200_000
 
 
-def _decord_check(path: str) -> tuple[bool, int]:
-    """``(decord seeks exactly on this file, number of frames)`` from one PyAV demux pass, memoised."""
+def _decord_check(path: str) -> tuple[bool, int, int, int]:
+    """``(decord seeks exactly on this file, number of frames, height, width)`` from one PyAV demux pass,
+    memoised per process (a worker sees the same videos every epoch)."""
     import av
 
     stat = os.stat(path)
@@ -535,10 +522,11 @@ def _decord_check(path: str) -> tuple[bool, int]:
                 raise VideoReadError(path, "no video stream")
             stream = container.streams.video[0]
             _discard_other_streams(container, stream)
+            height, width = int(stream.codec_context.height), int(stream.codec_context.width)
             index = _demux_index(container, stream)
     except av.FFmpegError as error:
         raise VideoReadError(path, f"cannot demux ({type(error).__name__}: {error})") from error
-    result = (index.usable and index.keyframes_in_place, len(index.pts))
+    result = (index.usable and index.keyframes_in_place, len(index.pts), height, width)
     if len(_DECORD_CHECKS) >= _DECORD_CHECKS_MAX:
         _DECORD_CHECKS.clear()
     _DECORD_CHECKS[key] = result
@@ -578,11 +566,10 @@ class DecordVideoReader(VideoReader):
         if unsafe not in ("raise", "sequential"):
             raise ValueError(f"unsafe must be 'raise' or 'sequential', got {unsafe!r}")
         self._decord_reader: Any = None
-        seek_safe, true_count = _decord_check(self.path)
+        seek_safe, true_count, source_height, source_width = _decord_check(self.path)
         if not seek_safe and unsafe == "raise":
             raise VideoReadError(self.path, "decord cannot seek exactly in this file (key frames out of order)")
         self._sequential_only = not seek_safe
-        source_height, source_width = _probe_size(self.path)
         width = height = -1
         if short_side is not None:
             height, width = short_side_size(source_height, source_width, short_side)
