@@ -63,6 +63,7 @@ def check_parity(pair: Pair, x: torch.Tensor, mask: torch.Tensor) -> dict[str, f
     assert out.pred.shape == pred.shape and out.target.shape == label.shape
     diffs = {"loss": float((out.loss - loss).abs()), "pred": float((out.pred - pred).abs().max()),
              "target": float((out.target - label).abs().max())}
+    print(pair.name, "max abs diff", diffs)
     assert all(d <= ATOL for d in diffs.values()), diffs
     assert 0.1 < float(loss) < 10 and float(pred.std()) > 0.1  # non-degenerate numbers
     return diffs

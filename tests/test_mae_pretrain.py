@@ -22,7 +22,7 @@ from hiera_video.models.hiera_mae import MaskedAutoencoderHiera
 from hiera_video.models.mae_visualize import save_reconstruction
 
 MEAN, STD = 0.45, 0.225
-STEPS, BATCH, LR, FRAMES = 40, 8, 2e-3, 4
+STEPS, BATCH, LR, FRAMES = 40, 4, 2e-3, 4
 
 
 def read_clip(path: Path) -> np.ndarray:

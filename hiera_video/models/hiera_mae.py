@@ -437,8 +437,11 @@ class MaskedAutoencoderHiera(Hiera):
 
         Args:
             x: ``[B, C, H, W]`` or ``[B, C, T, H, W]``, normalised pixels.
-            mask: ``[B, num_mask_units]`` bool, True = visible (same count per sample). None: a random mask
-                with ``mask_ratio`` (default the config's) drawn from ``generator``.
+            mask: ``[B, num_mask_units]`` bool, True = visible (same count per sample), units in raster
+                order of the mask-unit grid (`mask_units_shape`). None: a random mask (`get_random_mask`).
+            mask_ratio: fraction of units hidden by the random mask, in [0, 1); default the config's
+                (0.6 image / 0.9 video). Note the original's positional order was ``(x, mask_ratio, mask)``.
+            generator: a `torch.Generator` for a reproducible random mask.
 
         Returns:
             `MAEOutput` (unpacks as ``loss, pred, target, mask`` like the original).
