@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hiera_video.data import RandomClipSampler, UniformClipSampler, VideoTooShortError, clip_step
+from hiera_video.data import (
+    RandomClipSampler,
+    SegmentClipSampler,
+    UniformClipSampler,
+    VideoTooShortError,
+    clip_step,
+)
 
 geometry = st.fixed_dictionaries(
     {
@@ -140,3 +146,21 @@ def test_bad_arguments() -> None:
         RandomClipSampler()(0, 30.0)
     # Unknown fps (0) falls back to source-frame strides.
     assert RandomClipSampler(target_fps=30.0).step(0.0) == 4.0
+
+
+@SETTINGS
+@given(st.integers(1, 32), st.integers(1, 4), video_length, st.booleans(), st.integers(0, 2**32 - 1))
+def test_segment_sampler(num_frames, num_clips, length, random, seed) -> None:
+    sampler = SegmentClipSampler(num_frames=num_frames, random=random, num_clips=num_clips)
+    indices = sampler(length, 12.0, np.random.default_rng(seed))
+    assert indices.shape == (num_clips, num_frames)
+    assert indices.min() >= 0 and indices.max() < length
+    assert np.all(np.diff(indices, axis=1) >= 0)
+    segment = length / num_frames
+    # Frame i comes from segment i: [i * segment, (i + 1) * segment).
+    lower = np.floor(np.arange(num_frames) * segment + 1e-6)
+    upper = np.ceil((np.arange(num_frames) + 1) * segment)
+    assert np.all(indices >= lower) and np.all(indices <= np.minimum(upper, length - 1))
+    if not random and num_clips == 1 and length >= num_frames:
+        centres = np.floor((np.arange(num_frames) + 0.5) * segment + 1e-6)
+        assert np.array_equal(indices[0], centres.astype(np.int64))

@@ -25,6 +25,7 @@ from hiera_video.data.annotations import (
 from hiera_video.data.clip_sampling import (
     ClipSampler,
     RandomClipSampler,
+    SegmentClipSampler,
     UniformClipSampler,
     VideoTooShortError,
     clip_step,
@@ -84,6 +85,7 @@ __all__ = [
     "ImageTrainTransform",
     "MixupCutmix",
     "RandomClipSampler",
+    "SegmentClipSampler",
     "SyntheticSplits",
     "UniformClipSampler",
     "VideoDataset",

@@ -13,6 +13,8 @@ int64 array ``[num_clips, T]`` whose rows are clips; every index is in ``[0, num
   ``num_clips > 1`` (repeated augmentation) the dataset reads the union of the clips' frames in one decode.
 * :class:`UniformClipSampler` (testing): ``num_clips`` clips with evenly spaced starts, the first starting at
   frame 0 and the last ending at the last frame (a single clip is centred).
+* :class:`SegmentClipSampler` (TSN / Something-Something v2 style): one frame from each of ``T`` equal
+  segments of the whole video, random in training, centred (or shifted per view) in testing.
 
 Videos shorter than one clip (``(T - 1)·step + 1 > num_video_frames``), ``short_video=``:
 
@@ -32,6 +34,7 @@ __all__ = [
     "SHORT_VIDEO_MODES",
     "ClipSampler",
     "RandomClipSampler",
+    "SegmentClipSampler",
     "UniformClipSampler",
     "VideoTooShortError",
     "clip_step",
@@ -162,3 +165,42 @@ class UniformClipSampler(ClipSampler):
         if self.num_clips == 1:
             return np.array([max_start / 2.0])
         return np.linspace(0.0, max_start, self.num_clips)
+
+
+@dataclass
+class SegmentClipSampler:
+    """TSN-style sampling over the whole video (Something-Something v2 recipes): the video is cut into
+    ``num_frames`` equal segments and one frame is taken from each.
+
+    Training (``random=True``): a uniformly random frame per segment, independently for each of the
+    ``num_clips`` clips. Testing: ``num_clips`` views, view ``v`` takes the frame at relative position
+    ``(v + 0.5) / num_clips`` of every segment (one view: the segment centres). Works for any length: videos
+    with fewer frames than segments repeat frames. Same call signature as :class:`ClipSampler` (``fps`` is
+    ignored: segments follow the video's length, not time).
+    """
+
+    num_frames: int = 16
+    random: bool = True
+    num_clips: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {self.num_clips}")
+
+    def __call__(
+        self, num_video_frames: int, fps: float | None = None, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """int64 ``[num_clips, num_frames]`` frame indices in ``[0, num_video_frames)``."""
+        if num_video_frames < 1:
+            raise ValueError(f"a video needs at least one frame, got num_video_frames={num_video_frames}")
+        segment = num_video_frames / self.num_frames
+        starts = np.arange(self.num_frames) * segment  # [T]
+        if self.random:
+            rng = rng if rng is not None else np.random.default_rng()
+            positions = rng.random((self.num_clips, self.num_frames))
+        else:
+            positions = ((np.arange(self.num_clips) + 0.5) / self.num_clips)[:, None].repeat(self.num_frames, 1)
+        indices = np.floor(starts[None, :] + positions * segment + _EPS).astype(np.int64)
+        return np.clip(indices, 0, num_video_frames - 1)
