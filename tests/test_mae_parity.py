@@ -149,8 +149,6 @@ def test_original_mae_checkpoint_into_image_classifier(image_pair):
     check_encoder_transfer(clf, image_pair.ref.state_dict())
 
 
-@pytest.mark.xfail(strict=True, reason="registry.create_model builds the classifier from the checkpoint's saved "
-                   "config, so an MAE directory passes on its q_pool=2 instead of the classifier's 3 (reported)")
 def test_our_mae_directory_keeps_the_classifiers_architecture(tmp_path):
     small_mae().save_pretrained(str(tmp_path / "mae"))
     clf = create_model("hiera_tiny_224", pretrained=str(tmp_path / "mae"))

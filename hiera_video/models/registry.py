@@ -122,6 +122,10 @@ def create_model(name: str | None = None, pretrained: str | None = None, strict:
     # weights describes them better than the registry entry (custom depths, input sizes, ...).
     arch = model_arch(name) if name is not None else (ckpt.arch or "hiera")
     base = ckpt.config if ckpt.config is not None else _entry(name)[1]
+    if name is not None and ckpt.config is not None and ckpt.arch not in (None, arch):
+        # MAE encoders pool twice, classifiers three times: the pooling schedule is the target's, not the
+        # checkpoint's (it has no weights, so the encoder weights fit either way).
+        base = {**base, "q_pool": _entry(name)[1].get("q_pool", HieraConfig.q_pool)}
     if "num_classes" not in overrides and arch == "hiera":
         head = ckpt.state_dict.get("head.projection.weight")
         if head is not None:  # keep the checkpoint's classes unless the user asks for others
