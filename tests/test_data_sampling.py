@@ -124,6 +124,8 @@ def test_hiera_defaults_and_examples() -> None:
     # Repeated augmentation: K independent clips.
     clips = RandomClipSampler(num_clips=2, target_fps=None)(300, 30.0, np.random.default_rng(1))
     assert clips.shape == (2, 16) and not np.array_equal(clips[0], clips[1])
+    same = RandomClipSampler(num_clips=3, same_start=True)(300, 30.0, np.random.default_rng(1))
+    assert np.array_equal(same[0], same[1]) and np.array_equal(same[0], same[2])
     # Short video, clamp: repeat the last frame.
     short = RandomClipSampler(num_frames=4, sampling_rate=4, target_fps=None)(6, 30.0)
     assert short.tolist() == [[0, 4, 5, 5]]

@@ -144,11 +144,20 @@ class ClipSampler:
 
 @dataclass
 class RandomClipSampler(ClipSampler):
-    """Training sampler: ``num_clips`` clips with independent uniformly random integer start frames."""
+    """Training sampler: ``num_clips`` clips with independent uniformly random integer start frames.
+
+    ``same_start=True`` gives all ``num_clips`` clips one random start (repeated augmentation in the sense of
+    Hoffer et al. / DeiT: the same frames, augmented independently), so the video is decoded for one clip
+    only; the default draws a start per clip (MAE-ST's repeated sampling: different moments of the video).
+    """
+
+    same_start: bool = False
 
     def _starts(self, max_start: float, rng: np.random.Generator | None) -> np.ndarray:
         rng = rng if rng is not None else np.random.default_rng()
-        return rng.integers(0, math.floor(max_start + _EPS) + 1, size=self.num_clips).astype(np.float64)
+        count = 1 if self.same_start else self.num_clips
+        starts = rng.integers(0, math.floor(max_start + _EPS) + 1, size=count).astype(np.float64)
+        return np.repeat(starts, self.num_clips) if self.same_start else starts
 
 
 @dataclass
