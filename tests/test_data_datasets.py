@@ -364,3 +364,19 @@ def test_bad_dataset_arguments(motion) -> None:
         _train_dataset(splits.paths["train"], transform="fancy")
     with pytest.raises(IndexError):
         _train_dataset(splits.paths["train"])[100]
+
+
+def test_failure_counts_and_epoch_reach_spawned_workers(tmp_path: Path, motion) -> None:
+    """Shared state must also work when workers are spawned (nothing inherited through fork)."""
+    root, _ = motion
+    broken = _broken_files(tmp_path / "spawn")
+    list_file = tmp_path / "spawn.txt"
+    list_file.write_text(f"{root}/train/up/up_00000.mp4 2\n{broken['garbage']} 1\n")
+    dataset = _train_dataset(list_file)
+    dataset.set_epoch(3)
+    expected = [dataset[i][0] for i in range(2)]
+    dataset.reset_failures()
+    loader = DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context="spawn", timeout=300)
+    videos, _, _ = next(iter(loader))
+    assert torch.equal(videos[0], expected[0]) and torch.equal(videos[1], expected[1])  # epoch 3 seen
+    assert dataset.failures.count >= 1 and str(broken["garbage"]) in dataset.failure_report().paths

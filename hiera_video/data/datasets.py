@@ -28,7 +28,6 @@ Readers are opened inside ``__getitem__`` (i.e. inside the worker), read once an
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from hiera_video.data.annotations import (
@@ -117,48 +116,55 @@ class FailureReport(NamedTuple):
 class FailureCounter:
     """Failure count and failed sample indices in shared memory, written by any DataLoader worker.
 
-    Created in the main process with the dataset; the shared memory goes to the workers with the dataset when
-    they are started (fork or spawn), so the main process reads what the workers recorded. Keeps the first
-    ``capacity`` indices (the count is exact).
+    Created in the main process with the dataset. The buffers are torch shared-memory tensors, which
+    DataLoader workers inherit (fork) or receive as shared handles (spawn / forkserver), so the main process
+    reads what the workers recorded. No lock is needed: every process writes only its own slot (slot 0 for
+    the main process, ``1 + worker id`` for workers). Each slot keeps its first ``capacity_per_slot`` indices;
+    the count is exact.
     """
 
-    def __init__(self, capacity: int = 4096) -> None:
-        context = multiprocessing.get_context()
-        self.capacity = capacity
-        self._count = context.Value("q", 0)  # its lock guards the index array too
-        self._indices = context.Array("q", capacity, lock=False)
+    def __init__(self, capacity_per_slot: int = 256, num_slots: int = 65) -> None:
+        self.capacity_per_slot = capacity_per_slot
+        self.num_slots = num_slots
+        self._counts = torch.zeros(num_slots, dtype=torch.int64).share_memory_()
+        self._indices = torch.full((num_slots, capacity_per_slot), -1, dtype=torch.int64).share_memory_()
+
+    def _slot(self) -> int:
+        info = get_worker_info()
+        # More workers than slots share slots modulo (counts may then undercount by races; still bounded).
+        return 0 if info is None else 1 + info.id % (self.num_slots - 1)
 
     def record(self, index: int) -> None:
-        with self._count.get_lock():
-            position = self._count.value
-            if position < self.capacity:
-                self._indices[position] = index
-            self._count.value = position + 1
+        slot = self._slot()
+        position = int(self._counts[slot])
+        if position < self.capacity_per_slot:
+            self._indices[slot, position] = index
+        self._counts[slot] = position + 1
 
     @property
     def count(self) -> int:
-        return int(self._count.value)
+        return int(self._counts.sum())
 
     def indices(self) -> list[int]:
-        with self._count.get_lock():
-            return list(self._indices[: min(self._count.value, self.capacity)])
+        kept = self._counts.clamp(max=self.capacity_per_slot).tolist()
+        return [int(i) for slot, n in enumerate(kept) for i in self._indices[slot, :n].tolist()]
 
     def reset(self) -> None:
-        with self._count.get_lock():
-            self._count.value = 0
+        self._counts.zero_()
+        self._indices.fill_(-1)
 
 
 class _SharedEpoch:
     """The epoch number in shared memory, so ``set_epoch`` reaches persistent DataLoader workers."""
 
     def __init__(self) -> None:
-        self._value = multiprocessing.get_context().Value("q", 0, lock=False)
+        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     def get(self) -> int:
-        return int(self._value.value)
+        return int(self._value[0])
 
     def set(self, epoch: int) -> None:
-        self._value.value = int(epoch)
+        self._value[0] = int(epoch)
 
 
 class _RobustDataset(Dataset):
@@ -252,7 +258,7 @@ class VideoDataset(_RobustDataset):
         seed: int = 0,
         max_retries: int = 10,
         classes: Sequence[str] | None = None,
-        failure_capacity: int = 4096,
+        failure_capacity: int = 256,
     ) -> None:
         super().__init__(seed, max_retries, failure_capacity)
         self.records = list(records)
@@ -383,7 +389,7 @@ class ImageFolderDataset(_RobustDataset):
         classes: Sequence[str] | str | os.PathLike[str] | None = None,
         seed: int = 0,
         max_retries: int = 10,
-        failure_capacity: int = 4096,
+        failure_capacity: int = 256,
     ) -> None:
         super().__init__(seed, max_retries, failure_capacity)
         self.records, self.classes = scan_class_folders(root, extensions, classes)
