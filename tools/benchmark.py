@@ -111,13 +111,26 @@ class Variant:
 
 def original_config_kwargs(cfg: HieraConfig) -> dict[str, Any]:
     """Constructor arguments of the original `hiera.Hiera` for one of our configs."""
-    return dict(input_size=cfg.input_size, in_chans=cfg.in_chans, embed_dim=cfg.embed_dim,
-                num_heads=cfg.num_heads, num_classes=cfg.num_classes, stages=cfg.depths, q_pool=cfg.q_pool,
-                q_stride=cfg.q_stride,
-                mask_unit_size=cfg.mask_unit_size, mask_unit_attn=cfg.mask_unit_attn, dim_mul=cfg.dim_mul,
-                head_mul=cfg.head_mul, patch_kernel=cfg.patch_kernel, patch_stride=cfg.patch_stride,
-                patch_padding=cfg.patch_padding, mlp_ratio=cfg.mlp_ratio, drop_path_rate=0.0,
-                sep_pos_embed=cfg.sep_pos_embed)
+    return dict(
+        input_size=cfg.input_size,
+        in_chans=cfg.in_chans,
+        embed_dim=cfg.embed_dim,
+        num_heads=cfg.num_heads,
+        num_classes=cfg.num_classes,
+        stages=cfg.depths,
+        q_pool=cfg.q_pool,
+        q_stride=cfg.q_stride,
+        mask_unit_size=cfg.mask_unit_size,
+        mask_unit_attn=cfg.mask_unit_attn,
+        dim_mul=cfg.dim_mul,
+        head_mul=cfg.head_mul,
+        patch_kernel=cfg.patch_kernel,
+        patch_stride=cfg.patch_stride,
+        patch_padding=cfg.patch_padding,
+        mlp_ratio=cfg.mlp_ratio,
+        drop_path_rate=0.0,
+        sep_pos_embed=cfg.sep_pos_embed,
+    )
 
 
 def build_original(ours: nn.Module) -> nn.Module:
@@ -132,8 +145,12 @@ def build_original(ours: nn.Module) -> nn.Module:
 
 def timm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our key names -> timm's: the final norm and classifier live under ``head`` in timm."""
-    rename = {"norm.weight": "head.norm.weight", "norm.bias": "head.norm.bias",
-              "head.projection.weight": "head.fc.weight", "head.projection.bias": "head.fc.bias"}
+    rename = {
+        "norm.weight": "head.norm.weight",
+        "norm.bias": "head.norm.bias",
+        "head.projection.weight": "head.fc.weight",
+        "head.projection.bias": "head.fc.bias",
+    }
     return {rename.get(k, k): v for k, v in sd.items()}
 
 
@@ -172,7 +189,10 @@ class _HFLogits(nn.Module):
 
 
 BUILDERS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "original": build_original, "hf": build_hf, "timm": build_timm}
+    "original": build_original,
+    "hf": build_hf,
+    "timm": build_timm,
+}
 
 
 def available_refs(requested: list[str], is_video: bool) -> tuple[list[str], list[str]]:
@@ -234,19 +254,36 @@ def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tens
 # ----------------------------------------------------------------------------------------------------------
 
 
-def matmul_peak(dtype: torch.dtype, n: int, reps: int, device: torch.device) -> float:
-    """Dense ``n x n`` matmul FLOP/s: best of ``reps`` (the physical limit the model can approach)."""
+def matmul_peak(
+    dtype: torch.dtype,
+    n: int,
+    reps: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Dense ``n x n`` matmul FLOP/s, best of ``reps``: the physical limit the model can approach.
+
+    Measured with ``torch.mm`` (MKL / cuBLAS) and, on CPU, with oneDNN's GEMM (``mkldnn._linear_pointwise``,
+    what the fast path and Inductor use): on some CPUs (e.g. AMD with MKL) the two differ by 10-20%, and
+    the faster one is the machine's limit.
+    """
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    best = math.inf
-    for i in range(reps + 2):
-        _sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        if i >= 2:  # two warm-up calls
-            best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+    kernels: dict[str, Callable[[], Any]] = {"torch.mm": lambda: torch.mm(a, b)}
+    if device.type == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise") and dtype != torch.float16:
+        kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    out = {}
+    for name, f in kernels.items():
+        best = math.inf
+        for i in range(reps + 2):
+            _sync(device)
+            t = clock()
+            f()
+            _sync(device)
+            if i >= 2:  # two warm-up calls
+                best = min(best, clock() - t)
+        out[name] = 2 * n**3 / best
+    return out
 
 
 def count_flops(model: nn.Module, x: torch.Tensor, train: bool) -> int:
@@ -304,7 +341,13 @@ def peak_memory(step: Callable[[], Any], device: torch.device) -> int | None:
         return None
 
 
-def time_interleaved(variants: list[Variant], reps: int, warmup: int, device: torch.device) -> None:
+def time_interleaved(
+    variants: list[Variant],
+    reps: int,
+    warmup: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> None:
     """Warm up every variant, then ``reps`` rounds, each timing every variant once in rotated order."""
     for v in variants:
         for i in range(warmup):
@@ -319,10 +362,10 @@ def time_interleaved(variants: list[Variant], reps: int, warmup: int, device: to
         for j in range(n):
             v = variants[(r + j) % n]
             _sync(device)
-            t = time.perf_counter()
+            t = clock()
             v.step()
             _sync(device)
-            v.times.append(time.perf_counter() - t)
+            v.times.append(clock() - t)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -340,8 +383,9 @@ class Config:
     overrides: dict[str, Any]
 
 
-def build_variants(cfg: Config, ours_fp32: nn.Module, refs: dict[str, nn.Module], x: torch.Tensor,
-                   args: argparse.Namespace) -> list[Variant]:
+def build_variants(
+    cfg: Config, ours_fp32: nn.Module, refs: dict[str, nn.Module], x: torch.Tensor, args: argparse.Namespace
+) -> list[Variant]:
     """The variants to time for one configuration (fresh copies of the models where dtypes change)."""
     import copy
 
@@ -371,8 +415,9 @@ def build_variants(cfg: Config, ours_fp32: nn.Module, refs: dict[str, nn.Module]
     return out
 
 
-def run_config(cfg: Config, args: argparse.Namespace, peaks: dict[str, float], device: torch.device
-               ) -> dict[str, Any]:
+def run_config(
+    cfg: Config, args: argparse.Namespace, peaks: dict[str, float], device: torch.device
+) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     ours = hiera_video.create_model(cfg.model, drop_path_rate=0.0, **cfg.overrides).to(device)
     mcfg = ours.config
@@ -397,7 +442,8 @@ def run_config(cfg: Config, args: argparse.Namespace, peaks: dict[str, float], d
     for v in variants:
         v.model.train(train)
         v.step = make_train_step(v, labels) if train else make_infer_step(v)
-    time_interleaved(variants, args.reps, args.warmup, device)
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    time_interleaved(variants, args.reps, args.warmup, device, clock)
     if args.memory:
         for v in variants:
             v.mem_bytes = peak_memory(v.step, device)
@@ -409,14 +455,21 @@ def run_config(cfg: Config, args: argparse.Namespace, peaks: dict[str, float], d
         paired = [t / p for t, p in zip(v.times, primary.times)]
         peak_key = "bf16" if ("bf16" in v.setting) else ("fp16" if "fp16" in v.setting else "fp32")
         row = {
-            "impl": v.impl, "setting": v.setting, "label": v.label, "fast_path": v.fast_path,
+            "impl": v.impl,
+            "setting": v.setting,
+            "label": v.label,
+            "fast_path": v.fast_path,
             "compiled": v.compiled,
-            "median_s": med, "min_s": min(v.times), "times_s": v.times,
+            "median_s": med,
+            "min_s": min(v.times),
+            "times_s": v.times,
             "items_per_s": cfg.batch_size / med,
             "speedup_of_ours": statistics.median(paired),  # this time / our time, paired per repetition
             "gflops": flops / med / 1e9,
             "peak_fraction": (flops / med) / peaks[peak_key] if peaks.get(peak_key) else None,
-            "peak_key": peak_key, "mem_bytes": v.mem_bytes, "compile_s": v.compile_s,
+            "peak_key": peak_key,
+            "mem_bytes": v.mem_bytes,
+            "compile_s": v.compile_s,
         }
         if not train and v.out is not None:
             o = v.out.float()
@@ -424,8 +477,14 @@ def run_config(cfg: Config, args: argparse.Namespace, peaks: dict[str, float], d
             row["top1_agree"] = float((o.argmax(-1) == ref_logits.argmax(-1)).float().mean())
         rows.append(row)
         v.out = None
-    result = {"config": cfg.__dict__, "flops": flops, "primary": primary.label, "skipped_refs": skipped,
-              "input_shape": list(x.shape), "rows": rows}
+    result = {
+        "config": cfg.__dict__,
+        "flops": flops,
+        "primary": primary.label,
+        "skipped_refs": skipped,
+        "input_shape": list(x.shape),
+        "rows": rows,
+    }
     del variants, refs, ours
     gc.collect()
     return result
@@ -481,33 +540,43 @@ def _mb(b: int | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.0f}"
 
 
-def markdown(results: list[dict[str, Any]], peaks: dict[str, float], info: dict[str, str], argv: list[str]
-             ) -> str:
+def markdown(
+    results: list[dict[str, Any]], peaks: dict[str, float], info: dict[str, str], argv: list[str]
+) -> str:
     lines = [f"Command: `{' '.join(shlex.quote(a) for a in argv)}`", ""]
-    lines.append(f"Machine: {info['cpu']}; {info['threads']} threads; torch {info['torch']}; "
-                 f"hiera-transformer {info['hiera']}; transformers {info['transformers']}; "
-                 f"timm {info['timm']}; "
-                 f"Python {info['python']}" + (f"; GPU {info['gpu']}" if "gpu" in info else "")
-                 + f". Load average before the run: {info.get('load_before', '?')}; "
-                 f"finished {info.get('finished', '?')}.")
+    lines.append(
+        f"Machine: {info['cpu']}; {info['threads']} threads; torch {info['torch']}; "
+        f"hiera-transformer {info['hiera']}; transformers {info['transformers']}; "
+        f"timm {info['timm']}; "
+        f"Python {info['python']}"
+        + (f"; GPU {info['gpu']}" if "gpu" in info else "")
+        + f". Load average before the run: {info.get('load_before', '?')}; "
+        f"finished {info.get('finished', '?')}."
+    )
     lines.append("")
     peak_txt = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
-    lines.append(f"Dense matmul peak measured in this run ({info.get('peak_size', '?')}² `torch.mm`, best of "
-                 f"repetitions): {peak_txt}.")
+    lines.append(
+        f"Dense matmul peak measured in this run ({info.get('peak_size', '?')}² GEMM, best of repetitions "
+        f"and kernels): {peak_txt} (per kernel, GFLOP/s: {info.get('peak_detail', '?')})."
+    )
     lines.append("")
     for res in results:
         c = res["config"]
         ov = f", overrides {c['overrides']}" if c["overrides"] else ""
         what = "forward (inference)" if c["mode"] == "infer" else "training step (fwd + bwd + AdamW)"
         comp = ", torch.compile" if c["compiled"] else ""
-        lines.append(f"**{c['model']}**, batch {c['batch_size']}, {c['precision']}, {what}{comp}{ov}; input "
-                     f"{tuple(res['input_shape'])}; {_num(res['flops'] / 1e9)} GFLOP per step; "
-                     f"{len(res['rows'][0]['times_s'])} interleaved repetitions."
-                     + (f" Skipped: {'; '.join(res['skipped_refs'])}." if res["skipped_refs"] else ""))
+        lines.append(
+            f"**{c['model']}**, batch {c['batch_size']}, {c['precision']}, {what}{comp}{ov}; input "
+            f"{tuple(res['input_shape'])}; {_num(res['flops'] / 1e9)} GFLOP per step; "
+            f"{len(res['rows'][0]['times_s'])} interleaved repetitions."
+            + (f" Skipped: {'; '.join(res['skipped_refs'])}." if res["skipped_refs"] else "")
+        )
         lines.append("")
         acc = c["mode"] == "infer"
-        head = ("| implementation | median ms | min ms | items/s | speed-up of ours (ref ÷ ours) | GFLOP/s "
-                "| % of peak | peak mem MiB |" + (" max abs Δ vs fp32 | top-1 agree |" if acc else ""))
+        head = (
+            "| implementation | median ms | min ms | items/s | speed-up of ours (ref ÷ ours) | GFLOP/s "
+            "| % of peak | peak mem MiB |" + (" max abs Δ vs fp32 | top-1 agree |" if acc else "")
+        )
         lines.append(head)
         lines.append("|" + "---|" * (head.count("|") - 1))
         for r in res["rows"]:
@@ -516,8 +585,16 @@ def markdown(results: list[dict[str, Any]], peaks: dict[str, float], info: dict[
             mine = r["label"] == res["primary"]
             sp = "—" if mine else f"{r['speedup_of_ours']:.2f}×"
             label = f"**{r['label']}**" if mine else r["label"]
-            cells = [label, _num(1e3 * r["median_s"]), _num(1e3 * r["min_s"]), _num(r["items_per_s"]), sp,
-                     _num(r["gflops"]), frac, _mb(r["mem_bytes"])]
+            cells = [
+                label,
+                _num(1e3 * r["median_s"]),
+                _num(1e3 * r["min_s"]),
+                _num(r["items_per_s"]),
+                sp,
+                _num(r["gflops"]),
+                frac,
+                _mb(r["mem_bytes"]),
+            ]
             if acc:
                 cells += [f"{r.get('max_abs_diff', math.nan):.1e}", f"{100 * r.get('top1_agree', 0):.0f}%"]
             if r["compile_s"] is not None:
@@ -552,25 +629,58 @@ def _override(s: str) -> tuple[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", nargs="+", default=["hiera_base_224"], help="registry names")
-    p.add_argument("--batch-size", type=int, nargs="+", default=None,
-                   help="one per model or one for all (default 8 for images, 1 for video)")
-    p.add_argument("--override", type=_override, nargs="*", default=[], metavar="FIELD=JSON",
-                   help="config overrides for every model, e.g. depths=[1,1,1,1] input_size=[64,64]")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        nargs="+",
+        default=None,
+        help="one per model or one for all (default 8 for images, 1 for video)",
+    )
+    p.add_argument(
+        "--override",
+        type=_override,
+        nargs="*",
+        default=[],
+        metavar="FIELD=JSON",
+        help="config overrides for every model, e.g. depths=[1,1,1,1] input_size=[64,64]",
+    )
     p.add_argument("--precision", nargs="+", choices=list(DTYPES), default=["fp32"])
-    p.add_argument("--low-precision", nargs="+", choices=["autocast", "weights"],
-                   default=["autocast", "weights"],
-                   help="bf16/fp16 inference: autocast on fp32 weights and/or model.to(dtype) weights")
+    p.add_argument(
+        "--low-precision",
+        nargs="+",
+        choices=["autocast", "weights"],
+        default=["autocast", "weights"],
+        help="bf16/fp16 inference: autocast on fp32 weights and/or model.to(dtype) weights",
+    )
     p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer"])
     p.add_argument("--compile", choices=["off", "on", "both"], default="off")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: its default)")
-    p.add_argument("--refs", nargs="*", choices=list(BUILDERS), default=list(BUILDERS),
-                   help="references (hf and timm are skipped for video models)")
-    p.add_argument("--no-ablate", dest="ablate", action="store_false",
-                   help="skip the row of ours with the CPU inference fast path disabled")
+    p.add_argument(
+        "--refs",
+        nargs="*",
+        choices=list(BUILDERS),
+        default=list(BUILDERS),
+        help="references (hf and timm are skipped for video models)",
+    )
+    p.add_argument(
+        "--no-ablate",
+        dest="ablate",
+        action="store_false",
+        help="skip the row of ours with the CPU inference fast path disabled",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "thread"],
+        default="wall",
+        help="wall: time.perf_counter; thread: CPU time of the calling thread (time.thread_time), "
+        "immune to other processes on the machine but only meaningful with --threads 1 "
+        "(all work then runs on the calling thread)",
+    )
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-memory", dest="memory", action="store_false")
@@ -589,19 +699,32 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "thread" and (torch.get_num_threads() != 1 or device.type != "cpu"):
+        raise SystemExit("--clock thread measures the calling thread only: use it with --threads 1 on CPU")
     warnings.filterwarnings("ignore", category=FutureWarning)
     if device.type == "cpu" and "fp16" in args.precision:
-        print("note: most CPUs have no fp16 GEMM kernels; fp16 on CPU can be orders of magnitude slower",
-              file=sys.stderr)
+        print(
+            "note: most CPUs have no fp16 GEMM kernels; fp16 on CPU can be orders of magnitude slower",
+            file=sys.stderr,
+        )
     overrides = dict(args.override)
     bs = args.batch_size or [None]
     if len(bs) not in (1, len(args.model)):
         raise SystemExit("--batch-size takes one value or one per --model")
     info = machine_info(device)
 
-    peaks: dict[str, float] = {}
-    for name in ("fp32", "bf16") + (("fp16",) if "fp16" in args.precision and device.type == "cuda" else ()):
-        peaks[name] = matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device)
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    peak_names = ("fp32", "bf16") + (("fp16",) if "fp16" in args.precision and device.type == "cuda" else ())
+    peak_detail: dict[str, dict[str, float]] = {}
+
+    def measure_peaks() -> None:
+        for name in peak_names:
+            for kernel, v in matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device, clock).items():
+                d = peak_detail.setdefault(name, {})
+                d[kernel] = max(d.get(kernel, 0.0), v)
+
+    measure_peaks()
+    peaks = {name: max(d.values()) for name, d in peak_detail.items()}
     info["peak_size"] = str(args.peak_size)
 
     compiled = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
@@ -617,8 +740,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     print(f"running {cfg}", file=sys.stderr, flush=True)
                     results.append(run_config(cfg, args, peaks, device))
     # Re-measure the peak at the end, keep the best: a busy phase at the start must not deflate it.
-    for name in peaks:
-        peaks[name] = max(peaks[name], matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device))
+    measure_peaks()
+    peaks = {name: max(d.values()) for name, d in peak_detail.items()}
+    info["peak_detail"] = "; ".join(
+        f"{n}: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in d.items()) for n, d in peak_detail.items()
+    )
     for res in results:
         for r in res["rows"]:
             pk = peaks.get(r["peak_key"])
@@ -628,7 +754,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     md = markdown(results, peaks, info, argv_full)
     print(md)
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "peaks": peaks, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"machine": info, "peaks": peaks, "peak_detail": peak_detail, "results": results}, indent=1
+            )
+        )
     if args.write:
         section = args.section or "-".join([device.type, *args.model, *args.precision, *args.mode])
         write_section(args.write, section, md)
