@@ -40,6 +40,7 @@ from hiera_video.data.datasets import (
     sample_seed,
 )
 from hiera_video.data.mixup import MixupCutmix
+from hiera_video.data.rand_augment import FastRandAugment
 from hiera_video.data.synthetic import (
     MOTION_CLASSES,
     SHAPE_CLASSES,
@@ -80,6 +81,7 @@ __all__ = [
     "ClipSampler",
     "EvalBatch",
     "FailureReport",
+    "FastRandAugment",
     "ImageEvalTransform",
     "ImageFolderDataset",
     "ImageTrainTransform",
