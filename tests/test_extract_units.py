@@ -25,7 +25,7 @@ from hiera_video.engine.extract import (
     shard_files,
 )
 
-# ------------------------------------------------------------------------------------------- clip planning
+# ------------------------------------------------------------------------------------- clip planning
 
 
 def test_sliding_default_tiles_time():
@@ -66,7 +66,8 @@ def test_target_fps_and_short_video_and_uniform():
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(1, 400), fps=st.sampled_from([10.0, 24.0, 25.0, 29.97, 60.0]), T=st.integers(1, 16),
        rate=st.integers(1, 5), stride=st.one_of(st.none(), st.floats(0.5, 50.0)),
-       target=st.one_of(st.none(), st.sampled_from([15.0, 30.0])), tail=st.sampled_from(["drop", "pad", "align"]))
+       target=st.one_of(st.none(), st.sampled_from([15.0, 30.0])),
+       tail=st.sampled_from(["drop", "pad", "align"]))
 def test_sliding_properties(n, fps, T, rate, stride, target, tail):
     clips = plan_clips(n, fps, clip_frames=T, sampling_rate=rate, stride=stride, target_fps=target, tail=tail)
     assert clips
@@ -84,7 +85,7 @@ def test_sliding_properties(n, fps, T, rate, stride, target, tail):
         assert clips[-1].indices[-1] == n - 1
 
 
-# ------------------------------------------------------------------------------------------- windowed reading
+# ------------------------------------------------------------------------------------- windowed reading
 
 
 class FakeReader:
@@ -124,7 +125,7 @@ def test_windowed_reader_exact_and_bounded(stride, window):
     assert stream.frames_decoded == len(flat)
 
 
-# ------------------------------------------------------------------------------------------- shards + manifest
+# ------------------------------------------------------------------------------------- shards + manifest
 
 
 def _record(vid: str, n_clips: int) -> dict:
@@ -183,7 +184,7 @@ def test_store_falls_back_to_shard_headers_when_manifest_is_stale(tmp_path: Path
         store["nope"]
 
 
-# ------------------------------------------------------------------------------------------- inputs + config
+# ------------------------------------------------------------------------------------- inputs + config
 
 
 def test_discover_directory_list_and_kinetics_csv(tmp_path: Path):

@@ -13,6 +13,9 @@ Three measurements on the same generated H.264 videos (340x256, 30 fps, the usua
   written, manifest merged), clips/s from its own timer, which starts before the first batch is decoded
   (so pipeline fill is included) and ends after the last shard is written.
 
+``model`` and ``extract`` alternate ``--repeats`` times (on a shared machine, other processes slow down
+whatever runs at that moment) and the ratio is the median of the per-pair ratios. CPU seconds per clip
+(this process + its decode workers) are reported too: unlike wall time they do not depend on the load.
 The goal is ``extract`` within 10% of ``model``. The weights are random (throughput does not depend on
 them). Prints a Markdown table; ``--json PATH`` also writes the numbers.
 """
@@ -23,6 +26,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -40,8 +45,14 @@ def _make_videos(root: Path, num_videos: int, frames: int, size: tuple[int, int]
     for i in range(num_videos):
         path = root / f"video_{i:03d}.mp4"
         # Real content (a moving textured square over noise) keeps the encoder honest about bitrate.
-        write_video(path, make_motion_frames(("left", "right", "up", "down")[i % 4], frames, size, rng,
-                                             noise_std=4.0), fps=fps, gop_size=30, max_b_frames=2, crf=23)
+        write_video(
+            path,
+            make_motion_frames(("left", "right", "up", "down")[i % 4], frames, size, rng, noise_std=4.0),
+            fps=fps,
+            gop_size=30,
+            max_b_frames=2,
+            crf=23,
+        )
         paths.append(path)
     return paths
 
@@ -57,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved model-only / extract pairs")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 
@@ -82,12 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     t0 = time.perf_counter()
     _make_videos(tmp / "videos", args.videos, per_video * span, (256, 340), 30.0)
-    print(f"generated {args.videos} videos of {per_video * span} frames (340x256) in "
-          f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    print(
+        f"generated {args.videos} videos of {per_video * span} frames (340x256) in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
 
-    settings = dict(input=str(tmp / "videos"), model=args.model, sampling_rate=args.sampling_rate,
-                    batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, amp=args.amp,
-                    backend=args.backend, progress=False)
+    settings = dict(
+        input=str(tmp / "videos"),
+        model=args.model,
+        sampling_rate=args.sampling_rate,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        amp=args.amp,
+        backend=args.backend,
+        progress=False,
+    )
     cfg, spec, spatial = _resolve(ExtractConfig.from_dict({**settings, "output_dir": str(tmp / "unused")}), model)
     outputs = _parse_outputs(cfg.outputs, model.config.num_stages, model.config.num_classes)
     items = discover_inputs(tmp / "videos")
@@ -105,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(b.shape[0] for b in batches)
     assert n == args.clips, (n, args.clips)
 
-    # 2. The model step of the engine on those pre-decoded batches (one warm-up batch first).
+    # 2 + 3, interleaved: other processes on a shared machine slow down whatever runs at that moment, so
+    # each repeat measures the model alone and then the engine, and the ratio is taken per pair.
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
 
     def step(b: torch.Tensor) -> None:
@@ -115,36 +138,46 @@ def main(argv: list[str] | None = None) -> int:
         for v in res.values():  # the engine moves outputs to the CPU too (and waits for the GPU there)
             v.cpu()
 
-    step(batches[0])
-    t0 = time.perf_counter()
-    for b in batches:
-        step(b)
-    model_s = time.perf_counter() - t0
+    def cpu_seconds() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
-    # 3. The whole engine.
-    t0 = time.perf_counter()
-    summary = run_extract({**settings, "output_dir": str(tmp / "feats")})
-    engine_wall = time.perf_counter() - t0
-    assert summary["clips"] == args.clips and summary["failed"] == 0
+    step(batches[0])  # warm-up
+    c0 = cpu_seconds()
+    hiera_video.create_model(args.model)  # what each engine run spends building its model, to subtract
+    build_cpu = cpu_seconds() - c0
+    pairs = []
+    for r in range(args.repeats):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        for b in batches:
+            step(b)
+        model_s, model_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        c0 = cpu_seconds()
+        summary = run_extract({**settings, "output_dir": str(tmp / f"feats{r}")})
+        extract_cpu = cpu_seconds() - c0 - build_cpu  # this process + the (joined) decode workers
+        assert summary["clips"] == args.clips and summary["failed"] == 0
+        pairs.append({"model_clips_per_s": n / model_s, "extract_clips_per_s": summary["clips_per_s"],
+                      "ratio": summary["clips_per_s"] / (n / model_s), "model_cpu_s_per_clip": model_cpu / n,
+                      "extract_cpu_s_per_clip": extract_cpu / n, "load_avg_1min": os.getloadavg()[0]})
+        print(f"repeat {r}: " + ", ".join(f"{k} {v:.4f}" for k, v in pairs[-1].items()), file=sys.stderr)
 
-    rows = {
-        "decode (1 worker, no model)": n / decode_s,
-        "model only (pre-decoded)": n / model_s,
-        "extract (decode overlapped)": summary["clips_per_s"],
-    }
-    ratio = summary["clips_per_s"] / (n / model_s)
+    med = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
     info = {"model": args.model, "clip": f"{T}x{args.sampling_rate}", "clips": n, "batch_size": args.batch_size,
             "num_workers": args.num_workers, "device": str(device), "amp": args.amp,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(), "load_avg": os.getloadavg(),
-            "clips_per_s": rows, "extract_over_model": ratio, "engine_wall_s_with_model_load": engine_wall}
-    print(f"\n{args.model}, {T}x{args.sampling_rate} clips 224x224, batch {args.batch_size}, "
-          f"{args.num_workers} decode worker(s), {device} ({torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores), load avg {os.getloadavg()[0]:.1f}\n")
-    print("| measurement | clips/s | s/clip |\n|---|---:|---:|")
-    for name, v in rows.items():
-        print(f"| {name} | {v:.4f} | {1 / v:.2f} |")
-    print(f"\nextract / model-only = {ratio:.3f} ({100 * (1 - ratio):+.1f}% slower)")
+            "cpu": platform.processor() or platform.machine(), "decode_clips_per_s": n / decode_s,
+            "repeats": pairs, "median": med}
+    print(f"\n{args.model}, {T}x{args.sampling_rate} clips 224x224, {n} clips over {args.videos} videos, "
+          f"batch {args.batch_size}, {args.num_workers} decode worker(s), {device} "
+          f"({torch.get_num_threads()} threads, {os.cpu_count()} cores); median of {args.repeats} interleaved "
+          f"repeats\n")
+    print("| measurement | clips/s (wall) | CPU s / clip |\n|---|---:|---:|")
+    print(f"| decode only (1 worker, no model) | {n / decode_s:.3f} | |")
+    print(f"| model only (pre-decoded clips) | {med['model_clips_per_s']:.4f} | {med['model_cpu_s_per_clip']:.2f} |")
+    print(f"| extract (decode overlapped) | {med['extract_clips_per_s']:.4f} | "
+          f"{med['extract_cpu_s_per_clip']:.2f} |")
+    print(f"\nextract / model-only (median of paired ratios) = {med['ratio']:.3f}; per repeat: "
+          + ", ".join(f"{p['ratio']:.3f}" for p in pairs))
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2))
     return 0

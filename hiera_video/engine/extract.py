@@ -16,7 +16,7 @@ Pipeline (one process per rank; ``torchrun`` gives several)::
         -> batches of clips mixed across videos, as uint8 [B, T, C, H, W]
     main process: normalise on the device -> model -> outputs per clip -> per-video assembly
         -> ShardWriter: complete videos only, atomic safetensors shards (+ per-video records in the header)
-    rank 0 at the end: manifest (JSON lines or CSV) merged from every shard header, failures, summary
+    the last rank to finish: manifest (JSON lines or CSV) merged from every shard header, failures, summary
 
 Output directory::
 
@@ -50,6 +50,7 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ class ExtractConfig:
     # --- space (feature-defining)
     spatial: Literal["center_crop", "full"] = "center_crop"
     crop_size: int | None = None  # center_crop: square crop side; default the model's input height
-    short_side: int | None = None  # resize the short side first; default crop_size (video), crop / 0.875 (image)
+    short_side: int | None = None  # before the crop; default crop_size (video), crop / 0.875 (image)
     decode_resize: bool = False  # let the decoder's scaler do the short-side resize (faster, not bitwise)
     mean: tuple[float, ...] | None = None  # default: video 0.45/0.225, image ImageNet statistics
     std: tuple[float, ...] | None = None
@@ -139,7 +140,8 @@ class ExtractConfig:
 
     FEATURE_FIELDS = (
         "model", "pretrained", "model_overrides", "clip_mode", "num_frames", "sampling_rate", "target_fps",
-        "stride", "stride_seconds", "tail", "num_clips", "spatial", "crop_size", "short_side", "decode_resize",
+        "stride", "stride_seconds", "tail", "num_clips", "spatial", "crop_size", "short_side",
+        "decode_resize",
         "mean", "std", "outputs", "pool_space", "dtype", "amp",
     )
 
@@ -211,7 +213,12 @@ def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str]
 
     Returns the items in input order; duplicate paths are dropped, duplicate ids are an error.
     """
-    from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_kinetics_csv, read_list_file
+    from hiera_video.data.annotations import (
+        IMAGE_EXTENSIONS,
+        VIDEO_EXTENSIONS,
+        read_kinetics_csv,
+        read_list_file,
+    )
 
     src = Path(source)
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
@@ -242,7 +249,8 @@ def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str]
     seen: dict[str, str] = {}
     for it in items:
         if it.video_id in seen:
-            raise ValueError(f"two inputs map to the video id '{it.video_id}': {seen[it.video_id]} and {it.path}")
+            raise ValueError(f"two inputs map to the video id '{it.video_id}': {seen[it.video_id]} and "
+                             f"{it.path}")
         seen[it.video_id] = it.path
     return items
 
@@ -333,7 +341,8 @@ def plan_clips(num_frames: int, fps: float, *, clip_frames: int, sampling_rate: 
 _EPS = 1e-6  # guards floor() against float error, as the data layer's samplers do
 
 
-def _clip(indices: tuple[int, ...], num_frames: int, start: int | None = None, end: int | None = None) -> Clip:
+def _clip(indices: tuple[int, ...], num_frames: int, start: int | None = None,
+          end: int | None = None) -> Clip:
     start = indices[0] if start is None else start
     end = indices[-1] + 1 if end is None else end
     return Clip(indices, start, min(end, num_frames))
@@ -464,7 +473,8 @@ class SpatialSpec:
         return x.contiguous()
 
 
-def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], video: bool) -> torch.Tensor:
+def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                    video: bool) -> torch.Tensor:
     """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, H, W]`` (video) or ``[B, C, H, W]`` (image, T = 1).
 
     Runs on the model's device (4x less data moved than float clips) with the data layer's formula
@@ -530,7 +540,8 @@ class ClipStream(IterableDataset):
 
         def packet(shape: tuple[int, ...]) -> dict[str, Any]:
             buf = buffers.pop(shape)
-            out = {"clips": torch.stack([t for _, t in buf]), "keys": [k for k, _ in buf], "events": events[:]}
+            out = {"clips": torch.stack([t for _, t in buf]), "keys": [k for k, _ in buf],
+                   "events": events[:]}
             events.clear()
             return out
 
@@ -568,69 +579,30 @@ class ClipStream(IterableDataset):
 
 
 # ============================================================================================ model
-def _find_run_export(directory: Path) -> Path | None:
-    """The ``save_pretrained`` directory inside a run directory (or the directory itself)."""
-    if (directory / "config.json").is_file():
-        return directory
-    for name in ("export", "model", "best", "final", "pretrained", "checkpoints/export"):
-        if (directory / name / "config.json").is_file():
-            return directory / name
-    return None
+def load_extract_model(cfg: ExtractConfig, device: torch.device) -> tuple[nn.Module, Any]:
+    """The classifier to extract with, and the training run's config when it came from a run.
 
-
-def load_extract_model(cfg: ExtractConfig, device: torch.device) -> nn.Module:
-    """The classifier to extract with: a registry name (+ ``pretrained``) or a run / export directory."""
+    ``cfg.model`` is a registry name (weights from ``cfg.pretrained``: file, directory or hub id, see
+    `create_model`), or an existing path: a training run folder, a training checkpoint ``.pt`` or a
+    ``save_pretrained`` folder, loaded by the training engine's `load_trained` (EMA weights preferred).
+    """
     from hiera_video.models.registry import create_model
 
-    source = Path(cfg.model).expanduser()
-    if source.is_dir():
-        export = _find_run_export(source)
-        if export is not None:
-            model = create_model(None, pretrained=str(export), **cfg.model_overrides)
-        else:
-            model = _model_from_run_checkpoint(source, cfg.model_overrides)
+    run_cfg = None
+    if Path(cfg.model).expanduser().exists():
+        from hiera_video.engine.build import load_trained
+
+        if cfg.pretrained or cfg.model_overrides:
+            raise ConfigError(f"model={cfg.model} is a trained model: pretrained / model overrides do not "
+                              "apply")
+        model, run_cfg, _ = load_trained(Path(cfg.model).expanduser(), "cpu")
     else:
         model = create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
     if not hasattr(model, "forward_features"):
-        raise ValueError(f"'{cfg.model}' is not a classifier/backbone (MAE models: load the checkpoint into "
-                         "the classifier of the same size, e.g. model=hiera_base_16x224 pretrained=<mae ckpt>)")
-    return model.eval().requires_grad_(False).to(device)
-
-
-def _model_from_run_checkpoint(run_dir: Path, overrides: dict[str, Any]) -> nn.Module:
-    """A training run directory without an export: rebuild the model from its saved config + checkpoint."""
-    from hiera_video.models.registry import create_model
-
-    ckpts = [p for p in (run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt",
-                         run_dir / "best.pt", run_dir / "last.pt") if p.is_file()]
-    if not ckpts:
-        raise FileNotFoundError(f"'{run_dir}' holds no config.json (save_pretrained export) and no "
-                                "best.pt / last.pt checkpoint")
-    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
-    weights = state.get("model", state.get("model_state", state)) if isinstance(state, dict) else None
-    if not isinstance(weights, dict):
-        raise ValueError(f"{ckpts[0]}: no model state dict found")
-    import yaml
-
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: checkpoint found but no config.yaml to rebuild the model from")
-    run_cfg = yaml.safe_load(cfg_file.read_text()) or {}
-    mcfg = run_cfg.get("model", {})
-    kw = {**(mcfg.get("overrides") or {}), **overrides}
-    data = run_cfg.get("data", {})
-    if "num_classes" not in kw:
-        head = weights.get("head.projection.weight")
-        if head is not None:
-            kw["num_classes"] = head.shape[0]
-    if "input_size" not in kw and data.get("crop_size"):
-        c = int(data["crop_size"])
-        kw["input_size"] = (int(data.get("num_frames", 16)), c, c) if data.get("kind", "video") == "video" \
-            else (c, c)
-    model = create_model(mcfg.get("name", "hiera_base_16x224"), **kw)
-    weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    model.load_state_dict(weights, strict=True)
-    return model
+        raise ConfigError(f"'{cfg.model}' is not a classifier/backbone (MAE models: load the checkpoint "
+                          "into the classifier of the same size, e.g. model=hiera_base_16x224 "
+                          "pretrained=<mae ckpt>)")
+    return model.eval().requires_grad_(False).to(device), run_cfg
 
 
 def _parse_outputs(outputs: Sequence[str], num_stages: int, num_classes: int) -> list[tuple[str, int | None]]:
@@ -646,7 +618,8 @@ def _parse_outputs(outputs: Sequence[str], num_stages: int, num_classes: int) ->
             parsed.append((f"stage{s % num_stages}", s % num_stages))
         elif name in ("embedding", "logits", "probs"):
             if name != "embedding" and num_classes <= 0:
-                raise ConfigError(f"output '{name}' needs a classification head (the model has num_classes=0)")
+                raise ConfigError(f"output '{name}' needs a classification head (the model has "
+                                  "num_classes=0)")
             parsed.append((name, None))
         else:
             raise ConfigError(f"unknown output '{name}' (expected embedding, logits, probs or stage<k>)")
@@ -841,16 +814,17 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
                     "fps": float(row["fps"]), "duration": float(row["duration"]), "shard": row["shard"],
                     "outputs": json.loads(row["outputs"]),
                     "clips": {"start_frame": [], "end_frame": [], "start_time": [], "end_time": []}}
-            for k, conv in (("start_frame", int), ("end_frame", int), ("start_time", float), ("end_time", float)):
+            for k, conv in (("start_frame", int), ("end_frame", int), ("start_time", float),
+                            ("end_time", float)):
                 r["clips"][k].append(conv(row[k]))
     return list(records.values())
 
 
 def merge_outputs(out_dir: str | os.PathLike[str], fmt: str = "jsonl",
                   order: Sequence[str] | None = None) -> dict[str, Any]:
-    """Rebuild the manifest and the failures file of ``out_dir`` from the shard headers (rank 0 calls it at
-    the end of a run; safe to call any time, e.g. after an interrupted run). ``order``: video ids in input
-    order (others follow, sorted). Returns ``{"videos": n, "failed": m}``."""
+    """Rebuild the manifest and the failures file of ``out_dir`` from the shard headers (the last rank calls
+    it at the end of a run; safe to call any time, e.g. after an interrupted run). ``order``: video ids in
+    input order (others follow, sorted). Returns ``{"videos": n, "failed": m}``."""
     out = Path(out_dir)
     done = scan_done(out)
     rank_of = {vid: i for i, vid in enumerate(order or [])}
@@ -965,16 +939,32 @@ class _Pending:
     parts: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def _resolve(cfg: ExtractConfig, model: nn.Module) -> tuple[ExtractConfig, ClipSpec, SpatialSpec]:
-    """Fill the model-dependent defaults and check the clip / crop sizes against the model."""
+def _resolve(cfg: ExtractConfig, model: nn.Module, run_cfg: Any = None) -> tuple[ExtractConfig, ClipSpec,
+                                                                                 SpatialSpec]:
+    """Fill the defaults and check the clip / crop sizes against the model.
+
+    Defaults come from the training run when the model is one (its clip length, sampling rate, crop, test
+    short side and normalisation: features then see what the model was trained on), else from the model.
+    """
     mc = model.config
     video = mc.is_video
     mult = mc.size_multiple
+    d = run_cfg.data if run_cfg is not None else None
+    cfg = dataclasses.replace(
+        cfg,
+        num_frames=cfg.num_frames if cfg.num_frames is not None or d is None or not video else d.num_frames,
+        sampling_rate=cfg.sampling_rate if cfg.sampling_rate is not None or d is None or not video
+        else int(d.sampling_rate),
+        crop_size=cfg.crop_size if cfg.crop_size is not None or d is None else d.crop_size,
+        short_side=cfg.short_side if cfg.short_side is not None or d is None else d.test_short_side,
+        mean=cfg.mean if cfg.mean is not None or d is None else tuple(d.mean),
+        std=cfg.std if cfg.std is not None or d is None else tuple(d.std))
     T = cfg.num_frames if cfg.num_frames is not None else (mc.input_size[0] if video else 1)
     if not video and T != 1:
         raise ConfigError(f"{cfg.model} is an image model: num_frames must be 1 (got {T})")
     if video and T % mult[0]:
-        raise ConfigError(f"num_frames={T} must be a multiple of {mult[0]} for this model (temporal patch stride)")
+        raise ConfigError(f"num_frames={T} must be a multiple of {mult[0]} for this model (temporal patch "
+                          "stride)")
     rate = cfg.sampling_rate if cfg.sampling_rate is not None else (4 if video else 1)
     crop = cfg.crop_size if cfg.crop_size is not None else mc.input_size[-2]
     if cfg.spatial == "center_crop":
@@ -1027,9 +1017,9 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
     """Extract features as described by ``cfg`` (see :class:`ExtractConfig` and the module docstring).
 
     Under ``torchrun`` each rank takes videos ``rank, rank + world, ...`` of the input list, writes its own
-    shards and rank 0 merges the manifests at the end. Returns the summary of this process (rank 0: the
-    whole run): ``done`` (extracted now), ``skipped`` (already done), ``failed``, ``clips``, ``seconds``,
-    ``clips_per_s``, ``peak_frames_held``, ``shards``.
+    shards, and the last rank to finish merges the manifests. Returns the summary of this process (of the
+    whole run on the rank that merged): ``done`` (extracted now), ``skipped`` (already done), ``failed``,
+    ``clips``, ``seconds``, ``clips_per_s``, ``peak_frames_held``, ``frames_decoded``, ``shards``.
     """
     from hiera_video.engine import distributed as hd
 
@@ -1037,14 +1027,16 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
     if not cfg.input or not cfg.output_dir:
         raise ConfigError("extract needs an input (directory, list file or CSV) and an output directory")
     started_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = hd.init_distributed(cfg.device)
+    # Long timeout: the only collective is this start-up broadcast, but ranks may start far apart.
+    info = hd.init_distributed(cfg.device, timeout_minutes=24 * 60)
+    run_id = hd.broadcast_object(uuid.uuid4().hex if info.is_main else None)
     out = Path(cfg.output_dir)
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
 
     items = discover_inputs(cfg.input, cfg.root, cfg.extensions)
-    model = load_extract_model(cfg, info.device)
-    cfg, spec, spatial = _resolve(cfg, model)
+    model, run_cfg = load_extract_model(cfg, info.device)
+    cfg, spec, spatial = _resolve(cfg, model, run_cfg)
     outputs = _parse_outputs(cfg.outputs, model.config.num_stages, model.config.num_classes)
     _check_or_save_config(out, cfg, info.is_main)
 
@@ -1057,7 +1049,8 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
     prefix = f"r{info.rank:05d}-"
     for tmp in (out / SHARD_DIR).glob(f".{prefix}*.tmp"):  # partial shards of a killed run of this rank
         tmp.unlink(missing_ok=True)
-    existing = [int(_SHARD_NAME.match(p.name).group(2)) for p in shard_files(out) if p.name.startswith(prefix)]
+    existing = [int(_SHARD_NAME.match(p.name).group(2)) for p in shard_files(out)
+                if p.name.startswith(prefix)]
     writer = ShardWriter(out / SHARD_DIR, info.rank, max(existing, default=-1) + 1, cfg.shard_size_mb * 2**20,
                          cfg.shard_max_videos, cfg.flush_seconds, on_shard)
     failures_path = out / PARTS_DIR / f"failures.r{info.rank:05d}.jsonl"
@@ -1105,7 +1098,8 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
                     it, fps = todo[i], ev["fps"]
                     sf = [s for s, _ in ev["clips"]]
                     ef = [e for _, e in ev["clips"]]
-                    rec = {"video_id": it.video_id, "path": it.path, "num_frames": ev["num_frames"], "fps": fps,
+                    rec = {"video_id": it.video_id, "path": it.path, "num_frames": ev["num_frames"],
+                           "fps": fps,
                            "duration": ev["num_frames"] / fps if fps > 0 else 0.0,
                            "clips": {"start_frame": sf, "end_frame": ef,
                                      "start_time": [s / fps if fps > 0 else 0.0 for s in sf],
@@ -1125,7 +1119,8 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
                 touched = set()
                 for j, (i, ci) in enumerate(packet["keys"]):
                     if i in pending:  # (clips of a video that failed later are dropped)
-                        pending[i].parts[ci] = {k: v[j] for k, v in res.items()}
+                        # Clone: a view would keep the whole batch output alive until this video is done.
+                        pending[i].parts[ci] = {k: v[j].clone() for k, v in res.items()}
                         touched.add(i)
                 stats["clips"] += len(packet["keys"])
             else:
@@ -1133,7 +1128,8 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
             for i in touched | {ev["index"] for ev in packet["events"] if ev["type"] == "video"}:
                 if i in pending and len(pending[i].parts) == pending[i].num_clips:
                     finish(i)
-            bar.set_postfix(clips=stats["clips"], clips_s=f"{stats['clips'] / (time.perf_counter() - t0):.2f}",
+            rate = stats["clips"] / (time.perf_counter() - t0)
+            bar.set_postfix(clips=stats["clips"], clips_s=f"{rate:.2f}",
                             failed=stats["failed"], refresh=False)
         for i in list(pending):  # the stream ended without all clips of a video: a bug, never silent
             fail(i, "internal error: stream ended before all clips were extracted")
@@ -1148,18 +1144,18 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
                "clips_per_s": round(stats["clips"] / seconds, 4) if seconds > 0 else 0.0,
                "peak_frames_held": stats["peak_frames_held"], "frames_decoded": stats["frames_decoded"],
                "shards": len(writer.written)}
+    summary["run_id"] = run_id
     atomic_write_bytes(out / PARTS_DIR / f"summary.r{info.rank:05d}.json", json.dumps(summary).encode())
-    hd.barrier()
-    if info.is_main:
+    # The last rank to finish merges (no barrier: ranks may finish hours apart, and a finished rank should
+    # not wait on a collective's timeout). Two ranks finishing together may both merge: it is idempotent.
+    parts = [json.loads(p.read_text()) for p in sorted((out / PARTS_DIR).glob("summary.r*.json"))]
+    parts = [p for p in parts if p.get("run_id") == run_id]
+    if len(parts) == info.world_size:
         merge_outputs(out, cfg.manifest_format, [it.video_id for it in items])
-        parts = [json.loads(p.read_text()) for p in sorted((out / PARTS_DIR).glob("summary.r*.json"))]
-        parts = [p for p in parts if p["rank"] < info.world_size]
-        total = _combine(parts)
-        atomic_write_bytes(out / SUMMARY_FILE, json.dumps(total, indent=2).encode())
+        summary = _combine(parts)
+        atomic_write_bytes(out / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
         if cfg.progress:
-            print(_format_summary(total, out), file=sys.stderr)
-        summary = total
-    hd.barrier()
+            print(_format_summary(summary, out), file=sys.stderr)
     if started_group and info.distributed:
         hd.cleanup_distributed()
     return summary
@@ -1169,14 +1165,16 @@ def _combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {k: sum(p[k] for p in parts)
                              for k in ("done", "skipped", "failed", "clips", "frames_decoded", "shards")}
     seconds = max(p["seconds"] for p in parts)
-    total.update(ranks=len(parts), seconds=seconds, peak_frames_held=max(p["peak_frames_held"] for p in parts),
+    total.update(ranks=len(parts), seconds=seconds,
+                 peak_frames_held=max(p["peak_frames_held"] for p in parts),
                  clips_per_s=round(total["clips"] / seconds, 4) if seconds > 0 else 0.0)
     return total
 
 
 def _format_summary(s: dict[str, Any], out: Path) -> str:
     return (f"extract: {s['done']} done, {s['skipped']} skipped (already done), {s['failed']} failed"
-            f"{f' (see {out / FAILURES_FILE})' if s['failed'] else ''}; {s['clips']} clips in {s['seconds']:.1f}s "
+            f"{f' (see {out / FAILURES_FILE})' if s['failed'] else ''}; {s['clips']} clips in "
+            f"{s['seconds']:.1f}s "
             f"({s['clips_per_s']:.2f} clips/s) -> {out}")
 
 
@@ -1205,7 +1203,8 @@ def extract_features(input: str | os.PathLike[str], output_dir: str | os.PathLik
                      **settings: Any) -> dict[str, Any]:
     """Python entry point: ``extract_features("videos/", "feats/", model=..., **ExtractConfig fields)``.
     Returns the run summary (see :func:`run_extract`)."""
-    return run_extract(ExtractConfig.from_dict({"input": str(input), "output_dir": str(output_dir), **settings}),
+    values = {"input": str(input), "output_dir": str(output_dir), **settings}
+    return run_extract(ExtractConfig.from_dict(values),
                        on_shard=on_shard)
 
 
@@ -1237,7 +1236,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--short-side", type=int)
     g.add_argument("--decode-resize", action="store_true", help="resize in the decoder (faster, not bitwise)")
     g = p.add_argument_group("outputs")
-    g.add_argument("--outputs", default=",".join(d.outputs), help="comma-separated: embedding,logits,probs,stageK")
+    g.add_argument("--outputs", default=",".join(d.outputs),
+                   help="comma-separated: embedding, logits, probs, stageK")
     g.add_argument("--pool-space", action="store_true", help="average stage maps over H and W")
     g.add_argument("--dtype", choices=["fp32", "fp16"], default=d.dtype)
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp)
