@@ -597,6 +597,18 @@ def load_extract_model(cfg: ExtractConfig, device: torch.device) -> tuple[nn.Mod
                               "apply")
         model, run_cfg, _ = load_trained(Path(cfg.model).expanduser(), "cpu")
     else:
+        from hiera_video.models.registry import list_models
+
+        if cfg.model not in list_models():
+            import difflib
+
+            close = difflib.get_close_matches(cfg.model, list_models(), n=3)
+            raise ConfigError(f"model '{cfg.model}' is neither a registered model"
+                              + (f" (did you mean {', '.join(close)}?)" if close else "")
+                              + " nor an existing run folder / checkpoint")
+        if cfg.pretrained is None:
+            logger.warning("extract: no pretrained weights given, features come from a randomly initialised "
+                           "%s (and differ from run to run)", cfg.model)
         model = create_model(cfg.model, pretrained=cfg.pretrained, **cfg.model_overrides)
     if not hasattr(model, "forward_features"):
         raise ConfigError(f"'{cfg.model}' is not a classifier/backbone (MAE models: load the checkpoint "
