@@ -79,17 +79,17 @@ def check_model(cfg: Config, job: Job) -> None:
             f"model.name: {name!r} is an MAE model; supervised {job} needs a classifier "
             f"(e.g. {name.removeprefix('mae_')!r} with model.pretrained=<the MAE checkpoint>)"
         )
-    overrides = model_overrides(cfg, None)
+    want = 3 if cfg.data.kind == "video" else 2
+    if get_config(name).ndim != want:  # before sizing it for the data, which would fail less clearly
+        what = "a video" if want == 2 else "an image"
+        raise ConfigError(
+            f"model.name: {name!r} is {what} model but data.kind is {cfg.data.kind!r}; "
+            f"pick a {'*_16x224' if want == 3 else '*_224'} model or change data.kind"
+        )
     try:
-        model_cfg = get_config(name, **overrides)
+        get_config(name, **model_overrides(cfg, None))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from err
-    want = 3 if cfg.data.kind == "video" else 2
-    if model_cfg.ndim != want:
-        raise ConfigError(
-            f"model.name: {name!r} is a {'video' if model_cfg.ndim == 3 else 'image'} model but data.kind is "
-            f"{cfg.data.kind!r}; pick a {'*_16x224' if want == 3 else '*_224'} model or change data.kind"
-        )
 
 
 def build_model(cfg: Config, num_classes: int | None = None, class_names: list[str] | None = None) -> nn.Module:

@@ -163,7 +163,7 @@ def fit(
     layer_decay: float | None = None,
     extra_state: dict[str, Any] | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
-    on_step: Callable[[LoopState, float], None] | None = None,
+    on_step: Callable[[LoopState, float, nn.Module], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_dataset`` with the optimisation settings of ``cfg``.
 
@@ -176,7 +176,7 @@ def fit(
         best_metric: key of ``task.end_of_epoch`` metrics whose maximum selects ``best.pt`` (None: off).
         layer_decay: overrides ``cfg.optim.layer_decay`` (MAE pretraining uses none).
         extra_state: stored in every checkpoint (class names, model name...), for evaluation and predict.
-        on_step: called after every optimizer step with the state and the step's loss (tests, hooks).
+        on_step: called after every optimizer step with the state, the step's loss and the bare model.
 
     Returns:
         :class:`FitResult`. Raises :class:`TrainingInterrupted` after saving when Ctrl-C was pressed.
@@ -327,7 +327,7 @@ def fit(
                 step_loss = loss.item()
                 losses.append(step_loss)
                 if on_step is not None:
-                    on_step(state, step_loss)
+                    on_step(state, step_loss, model)
 
                 if state.step % cfg.train.log_every_steps == 0:
                     mean = all_reduce_sum(window_loss.clone()) / (window_count * info.world_size)

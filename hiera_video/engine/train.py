@@ -174,7 +174,7 @@ def build_mixup(cfg: Config, num_classes: int) -> SeededMixup | None:
 def train(
     cfg: Config,
     resume: str | None = None,
-    on_step: Callable[[LoopState, float], None] | None = None,
+    on_step: Callable[[LoopState, float, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Train a classifier as ``cfg`` says; see the module docstring for the outputs.
 
