@@ -107,7 +107,8 @@ def test_override_errors_name_the_key(override, message):
 def test_yaml_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 1.0e-3\n  wieght_decay: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.wieght_decay' \(did you mean 'optim.weight_decay'"):
+    typo = r"unknown config key 'optim.wieght_decay' \(did you mean 'optim.weight_decay'"
+    with pytest.raises(ConfigError, match=typo):
         load_config(bad)
     bad.write_text("data:\n  batch_size: eight\n")
     with pytest.raises(ConfigError, match="data.batch_size: expected an integer, got 'eight'"):
