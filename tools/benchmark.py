@@ -238,8 +238,9 @@ def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tens
     opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.05)
 
     def step() -> torch.Tensor:
+        ctx = fast.enabled() if v.fast_path else fast.disabled()
         ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
-        with ac:
+        with ctx, ac:
             loss = F.cross_entropy(v.model(v.x).float(), labels)
         loss.backward()
         opt.step()
@@ -391,6 +392,7 @@ def build_variants(
 
     prec = cfg.precision
     dt = DTYPES[prec]
+    device_type = x.device.type
     impls = {"ours": ours_fp32, **refs}
     out: list[Variant] = []
     settings: list[tuple[str, torch.dtype | None, bool]] = []  # (setting, autocast dtype, cast weights)
@@ -405,7 +407,9 @@ def build_variants(
             model = copy.deepcopy(m).to(dt) if cast else m
             xin = x.to(dt) if cast else x
             variants = [Variant(name, setting, model, xin, ac)]
-            if name == "ours" and args.ablate and cfg.mode == "infer" and not cfg.compiled:
+            # The fast paths apply to inference (fp32 / bf16) and to fp32 training without autocast.
+            fast_applies = cfg.mode == "infer" or (prec == "fp32" and device_type == "cpu")
+            if name == "ours" and args.ablate and fast_applies and not cfg.compiled:
                 variants.append(Variant(name, setting, model, xin, ac, fast_path=False))
             out += variants
     if cfg.compiled:

@@ -123,7 +123,9 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
+        if onednn:  # fp32 CPU training linears (see fast.train_linear)
+            return fast.train_linear(self.act(fast.train_linear(x, self.fc1)), self.fc2)
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -145,20 +147,21 @@ class MaskUnitAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim_out)
         self.proj = nn.Linear(dim_out, dim_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``."""
+    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
+        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears."""
         B, N, _ = x.shape
         nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         L, h, hd = N // nw, self.heads, self.head_dim
         # Token n = l * nw + w (windows are the trailing block of the unrolled order).
-        qkv = self.qkv(x).view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
+        qkv = fast.train_linear(x, self.qkv) if onednn else self.qkv(x)
+        qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
         q, k, v = qkv.unbind(0)
         if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
             q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
         x = F.scaled_dot_product_attention(q, k, v)
         # [B * nw, h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
         x = x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
-        return self.proj(x)
+        return fast.train_linear(x, self.proj) if onednn else self.proj(x)
 
     def forward_fast(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` + ``residual`` (see `fast`): the bias and the residual add run in the
@@ -190,14 +193,15 @@ class HieraBlock(nn.Module):
         if dim != dim_out:  # projected (and pooled) residual at a stage transition
             self.proj = nn.Linear(dim, dim_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
+        """``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:
-            x = self.proj(x_norm)
+            x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
             s = self.attn.q_stride
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
-        x = x + self.drop_path(self.attn(x_norm))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.attn(x_norm, onednn))
+        return x + self.drop_path(self.mlp(self.norm2(x), onednn))
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
@@ -430,13 +434,28 @@ class Hiera(nn.Module):
         # Inference on CPU (no grad, eval mode) takes the oneDNN fast path (see `fast`); it computes in
         # `dt` with autocast off, because it handles the bf16 casts itself (once per weight, not per call).
         dt = None if self.training else fast.compute_dtype(x)
+        onednn = dt is None and fast.train_active(x)
+        if (dt is not None or onednn) and not self._fast_supported():
+            dt, onednn = None, False
         if dt is None:
-            return self._forward_tokens(x, size, mask, stages, None)
+            return self._forward_tokens(x, size, mask, stages, None, onednn)
         with torch.autocast("cpu", enabled=False):
             return self._forward_tokens(x, size, mask, stages, dt)
 
+    def _fast_supported(self) -> bool:
+        """The fast paths re-implement the blocks' forward: only for unmodified layers without hooks."""
+        lin, ln = (nn.Linear,), (nn.LayerNorm,)
+        plain = {
+            "qkv": lin, "fc1": lin, "fc2": lin, "norm1": ln, "norm2": ln, "attn": (MaskUnitAttention,),
+            "mlp": (Mlp,), "patch_embed": (PatchEmbed,), "proj": (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d),
+            "act": (nn.GELU,),
+        }
+        return fast.supported(self, plain) and all(
+            type(b) is HieraBlock and b.mlp.act.approximate == "none"
+            and (b.dim == b.dim_out or type(b.proj) in lin) for b in self.blocks)
+
     def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
-                        stages: Sequence[int], dt: torch.dtype | None
+                        stages: Sequence[int], dt: torch.dtype | None, onednn: bool = False
                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         cfg = self.config
         B = x.shape[0]
@@ -467,7 +486,9 @@ class Hiera(nn.Module):
             if dt is not None:
                 x = blk.forward_fast(x)
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(blk, x, onednn, use_reentrant=False)
+            elif onednn:
+                x = blk(x, True)
             else:
                 x = blk(x)
             if i in cfg.stage_ends:
