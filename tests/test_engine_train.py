@@ -123,3 +123,24 @@ def test_image_task_learns_with_a_2d_config(tmp_path):
     assert m["num_videos"] == 48 and m["num_classes"] == 3
     assert m["top1"] >= 0.55, m  # chance is 1/3
     assert out["model"].config.input_size == (32, 32)
+
+
+def test_cli_eval_predict_convert_on_the_trained_run(motion_run, motion_root, tmp_path, capsys):
+    from hiera_video.cli import main
+    from hiera_video.models import create_model
+
+    run = str(motion_run["run_dir"])
+    assert main(["eval", run, "eval.num_clips=2"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and f"on {4 * VAL_PER_CLASS} items (0 unreadable, excluded)" in out
+    assert (Path(run) / "eval_val_metrics.json").is_file()
+
+    video = motion_root / (motion_root / "val.txt").read_text().split()[0]  # a "left" video
+    assert main(["predict", str(video), "--model", run, "--topk", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{video}: left ")
+
+    assert main(["convert", str(Path(run) / "model"), str(tmp_path / "converted")]) == 0
+    converted = create_model(pretrained=str(tmp_path / "converted"))
+    original = motion_run["model"].state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in converted.state_dict().items())

@@ -161,9 +161,10 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_path: str | os.PathLik
     axes[1].plot(steps, [r.get("lr", float("nan")) for r in train], lw=1, color="tab:orange")
     axes[1].set(title="learning rate", xlabel="step")
     if val_keys:
+        styles = {"top1": dict(marker="o"), "top5": dict(marker="x", linestyle="--"), "loss": dict(marker=".")}
         for key in val_keys:
             pts = [(r["step"], r[key]) for r in val if key in r]
-            axes[2].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
+            axes[2].plot([p[0] for p in pts], [p[1] for p in pts], label=key, **styles[key])
         axes[2].set(title="validation", xlabel="step")
         axes[2].legend()
     for ax in axes:

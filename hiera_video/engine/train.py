@@ -223,7 +223,7 @@ def train(
         eval_files = write_report(final, class_names, run_dir, name="eval")
         final_model.save_pretrained(str(model_dir))
         log.info(
-            "final: top1 %.2f%% top5 %.2f%% on %d videos (%d unreadable, excluded); run folder %s",
+            "final: top1 %.2f%% top5 %.2f%% on %d items (%d unreadable, excluded); run folder %s",
             100 * final.top1, 100 * final.top5, final.num_videos, len(final.failed), run_dir,
         )
     barrier()
