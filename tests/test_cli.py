@@ -92,3 +92,32 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "hiera_video", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0 and "demo" in proc.stdout and "pretrain" in proc.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+    """A real Ctrl-C to the whole process group (main process and a DataLoader worker) mid-training."""
+    import os
+    import signal
+
+    import torch
+
+    from hiera_video.data import make_motion_dataset
+
+    root = tmp_path / "data"
+    make_motion_dataset(root, num_videos_per_class={"train": 16, "val": 1}, num_frames=8, size=(32, 32), fps=8)
+    cmd = [sys.executable, "-m", "hiera_video", "train", "demo_tiny_cpu", f"data.root={root}", "data.synthetic=null",
+           f"run.output_dir={tmp_path}", "run.name=run", "data.num_workers=1", "data.batch_size=4",
+           "train.log_every_steps=1", "train.epochs=50", "train.progress=false", "train.tensorboard=false"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "checkpoint saved to" in err and "--resume" in err
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["loop"]["step"] >= 2 and saved["loop"]["epoch"] < 50

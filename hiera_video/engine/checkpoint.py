@@ -173,34 +173,37 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 class GracefulInterrupt:
-    """Context manager: the first SIGINT sets :attr:`requested`; a second raises KeyboardInterrupt.
+    """Context manager: the first SIGINT (Ctrl-C) or SIGTERM sets :attr:`requested`; a second one raises
+    KeyboardInterrupt at once.
 
-    Only installs its handler in the main thread (signal handlers cannot be set elsewhere); restores the
-    previous handler on exit.
+    SIGTERM is what torchrun sends its ranks when it is interrupted, and what cluster schedulers send before
+    preempting a job, so both get the save-then-exit treatment. Handlers are only installed in the main
+    thread (signal handlers cannot be set elsewhere) and the previous ones are restored on exit.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nInterrupt received: saving a checkpoint after this step (Ctrl-C again to stop now)",
-              file=sys.stderr, flush=True)
+        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step "
+              "(send it again to stop now)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> GracefulInterrupt:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}

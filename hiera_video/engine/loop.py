@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -103,6 +104,9 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 def _worker_init(worker_id: int) -> None:
     # Keep one BLAS thread per worker: the workers are the parallelism, more threads oversubscribe the CPU.
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: workers keep serving batches so the main process can finish
+    # its step and write the checkpoint (it shuts the workers down afterwards).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(
