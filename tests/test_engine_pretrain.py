@@ -36,7 +36,7 @@ def test_mae_pretraining_then_fine_tuning(tmp_path):
 
     # The encoder weights load into the classifier (decoder dropped, head fresh) ...
     ft_cfg = apply_overrides(demo_config(), [*common, "run.name=ft", f"model.pretrained={pre['model_dir']}",
-                                             "train.epochs=3"])
+                                             "train.epochs=3", "train.eval_every_epochs=0"])  # eval at the end
     classifier = build.build_model(ft_cfg, num_classes=4)
     mae_weights = pre["model"].state_dict()
     for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.4.mlp.fc2.weight"):

@@ -26,13 +26,18 @@ T = TypeVar("T")
 
 
 def get_logger(is_main: bool = True) -> logging.Logger:
-    """The engines' logger: INFO on rank 0 (to stderr), WARNING elsewhere so ranks don't repeat lines."""
+    """The engines' logger: INFO on rank 0, WARNING elsewhere so ranks don't repeat lines.
+
+    When the application has not configured logging (no handler on the root logger, the CLI case), a
+    stderr handler is attached to the ``hiera_video`` logger; otherwise records simply propagate to the
+    application's handlers (and to pytest's capture), so nothing is printed twice or swallowed.
+    """
     logger = logging.getLogger("hiera_video")
-    if not logger.handlers:
+    if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
-        logger.propagate = False
+        logger.propagate = False  # the root has no handler: propagating would only reach the last resort
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     return logger
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from hiera_video.config import Config, config_to_dict
+from hiera_video.config import Config, ConfigError, config_to_dict
 from hiera_video.engine.checkpoint import (
     CheckpointManager,
     GracefulInterrupt,
@@ -188,7 +188,6 @@ def fit(
     log = get_logger(info.is_main)
     device = info.device
     t_start = time.time()
-    # Seed everything before any random draw (weights are already initialised by the caller, which seeds).
     sampler = ResumableSampler(
         len(train_dataset),
         shuffle=True,
@@ -200,7 +199,7 @@ def fit(
     micro_batches = sampler.per_rank() // cfg.data.batch_size
     steps_per_epoch = micro_batches // cfg.optim.accum_steps
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"the training set has {len(train_dataset)} samples: too few for one optimizer step of "
             f"{cfg.data.batch_size} x {info.world_size} ranks x {cfg.optim.accum_steps} accumulation steps; "
             "lower data.batch_size or optim.accum_steps"
