@@ -23,6 +23,12 @@ pytestmark = pytest.mark.skipif(not fast._HAS_ONEDNN, reason="PyTorch built with
 CONFIGS = {"image": ("hiera_tiny_224", TINY_IMAGE), "video": ("hiera_base_16x224", TINY_VIDEO)}
 
 
+@pytest.fixture(autouse=True)
+def _fast_on_tiny_models(monkeypatch):
+    """The tiny test models are below the size where the fast path pays off; exercise it anyway."""
+    monkeypatch.setattr(fast, "MIN_ACTIVATION", 0)
+
+
 def make(kind: str, **kw) -> tuple[nn.Module, torch.Tensor]:
     name, cfg = CONFIGS[kind]
     torch.manual_seed(0)
@@ -180,6 +186,9 @@ def test_weight_updates_invalidate_the_cache():
         ref = model(x)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
+    fast.clear_cache()  # dropping the cache only costs a re-pack
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
     sd = {k: v * 1.1 for k, v in model.state_dict().items()}
     model.load_state_dict(sd)
     with torch.inference_mode(), fast.disabled():
@@ -215,3 +224,12 @@ def test_switches():
             assert not fast.active(x)
     finally:
         fast.set_enabled(True)
+
+
+def test_toy_sizes_use_the_regular_path(monkeypatch):
+    model, x = make("image")
+    monkeypatch.setattr(fast, "MIN_ACTIVATION", 1 << 16)  # the default; TINY_IMAGE at batch 2: 8192
+    calls = count_fast_linears(monkeypatch)
+    with torch.inference_mode():
+        model(x)
+    assert calls[0] == 0

@@ -431,12 +431,15 @@ class Hiera(nn.Module):
         ``[B, units, *unit_shape, C]`` when masked).
         """
         size = self._check_input(x)
-        # Inference on CPU (no grad, eval mode) takes the oneDNN fast path (see `fast`); it computes in
-        # `dt` with autocast off, because it handles the bf16 casts itself (once per weight, not per call).
+        # CPU fast paths (see `fast`): inference (no grad, eval mode) runs the blocks' `forward_fast` in
+        # `dt` with autocast off, because it handles the bf16 casts itself (once per weight, not per call);
+        # fp32 training (grad on, no autocast) routes the linears through oneDNN (`onednn`).
         dt = None if self.training else fast.compute_dtype(x)
         onednn = dt is None and fast.train_active(x)
-        if (dt is not None or onednn) and not self._fast_supported():
-            dt, onednn = None, False
+        if dt is not None or onednn:
+            work = x.shape[0] * math.prod(self.config.tokens_shape(size)) * self.config.embed_dim
+            if work < fast.MIN_ACTIVATION or not self._fast_supported():
+                dt, onednn = None, False
         if dt is None:
             return self._forward_tokens(x, size, mask, stages, None, onednn)
         with torch.autocast("cpu", enabled=False):
