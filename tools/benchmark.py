@@ -93,6 +93,7 @@ class Variant:
     autocast: torch.dtype | None
     compiled: bool = False
     fast_path: bool = True  # ours only: whether the CPU inference fast path may run
+    grad_ckpt: bool = False  # ours only, training: gradient checkpointing on
     step: Callable[[], Any] | None = None
     out: torch.Tensor | None = None  # last inference output (logits), for the accuracy check
     times: list[float] = field(default_factory=list)
@@ -104,6 +105,8 @@ class Variant:
         s = f"{self.impl} ({self.setting}"
         if self.impl == "ours" and not self.fast_path:
             s += ", regular path"
+        if self.grad_ckpt:
+            s += ", gradient checkpointing"
         if self.compiled:
             s += ", compiled"
         return s + ")"
@@ -240,6 +243,8 @@ def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tens
     def step() -> torch.Tensor:
         ctx = fast.enabled() if v.fast_path else fast.disabled()
         ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
+        if v.impl == "ours" and not v.compiled:  # the model object is shared by several variants
+            v.model.set_grad_checkpointing(v.grad_ckpt)
         with ctx, ac:
             loss = F.cross_entropy(v.model(v.x).float(), labels)
         loss.backward()
@@ -412,6 +417,8 @@ def build_variants(
             fast_applies = cfg.mode == "infer" or (prec == "fp32" and device_type == "cpu")
             if name == "ours" and args.ablate and fast_applies and cfg.compiled != "on":
                 variants.append(Variant(name, setting, model, xin, ac, fast_path=False))
+            if name == "ours" and args.grad_ckpt and cfg.mode == "train" and cfg.compiled != "on":
+                variants.append(Variant(name, setting, model, xin, ac, grad_ckpt=True))
             out += variants
     if cfg.compiled != "off":
         if cfg.freezing:
@@ -419,7 +426,7 @@ def build_variants(
 
             inductor_config.freezing = True
         kw = {"mode": args.compile_mode} if args.compile_mode else {}
-        eager = [v for v in out if v.fast_path]  # the regular-path ablation row stays eager
+        eager = [v for v in out if v.fast_path and not v.grad_ckpt]  # ablation rows stay eager
         compiled = [copy.copy(v) for v in eager]
         for v in compiled:
             v.model, v.compiled, v.times = torch.compile(v.model, **kw), True, []
@@ -687,6 +694,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(BUILDERS),
         default=list(BUILDERS),
         help="references (hf and timm are skipped for video models)",
+    )
+    p.add_argument(
+        "--grad-ckpt",
+        action="store_true",
+        help="training: also time ours with gradient checkpointing (less memory, ~1 more forward)",
     )
     p.add_argument(
         "--no-ablate",
