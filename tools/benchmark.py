@@ -643,6 +643,19 @@ def write_section(path: Path, section: str, body: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _without_json(argv: list[str]) -> list[str]:
+    """The command line as shown in the report: ``--json PATH`` does not change the tables, drop it."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--json":
+            skip = True
+        elif not a.startswith("--json="):
+            out.append(a)
+    return out
+
+
 def _override(s: str) -> tuple[str, Any]:
     k, _, v = s.partition("=")
     try:
@@ -783,7 +796,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             pk = peaks.get(r["peak_key"])
             r["peak_fraction"] = (r["gflops"] * 1e9 / pk) if pk else None
     info["finished"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    argv_full = ["python", "tools/benchmark.py"] + (sys.argv[1:] if argv is None else list(argv))
+    argv_full = ["python", "tools/benchmark.py"] + _without_json(sys.argv[1:] if argv is None else list(argv))
     md = markdown(results, peaks, info, argv_full)
     print(md)
     if args.json:
