@@ -131,6 +131,9 @@ class DataConfig:
     randaug_m: int = 9  # RandAugment magnitude
     erase_prob: float = 0.0  # random erasing probability (one box per clip)
     repeated_aug: int = 1  # repeated augmentation: clips drawn per decoded video (batch = batch_size x this)
+    # True: the K clips share one start (frames decoded once, augmented K times; DeiT-style, ~1.2x the cost of
+    # one clip); False: a random start per clip (MAE-ST's repeated sampling; decoding grows with K).
+    repeated_aug_same_start: bool = False
     mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps

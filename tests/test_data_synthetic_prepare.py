@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from data_fixtures import reference_decode
 
 from hiera_video.data import (
     MOTION_CLASSES,
+    VideoReadError,
     make_image_dataset,
     make_motion_dataset,
     make_motion_frames,
@@ -129,3 +131,31 @@ def test_prepare_command_line(tmp_path: Path) -> None:
         [sys.executable, str(REPO / "datasets" / "prepare.py"), "--help"], capture_output=True, text=True, cwd=tmp_path
     )
     assert completed.returncode == 0 and "verified list" in completed.stdout
+
+
+def test_reencode_with_the_ffmpeg_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ffmpeg branch (used when ffmpeg is on PATH), run with the static binary from imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    splits = make_motion_dataset(tmp_path / "data", num_videos_per_class=1, splits=("train",), num_frames=20)
+    source = read_list_file(splits.paths["train"])[0].path
+    for short_side, expected in ((32, (32, 42)), (320, (48, 64))):  # down to 32; never upscaled by default
+        output = reencode_video(source, tmp_path / f"ffmpeg_{short_side}.mp4", EncodeSettings(short_side, gop_size=4))
+        with av.open(str(output)) as container:
+            assert len(container.streams) == 1  # no audio
+            stream = container.streams.video[0]
+            assert (stream.codec_context.height, stream.codec_context.width) == expected
+            assert stream.codec_context.name == "h264"
+            keyframes = [i for i, packet in enumerate(container.demux(stream)) if packet.is_keyframe]
+        assert keyframes[:4] == [0, 4, 8, 12]
+        with open_video(output) as reader:
+            assert len(reader) == 20 and reader.fps == pytest.approx(30)
+    with pytest.raises(VideoReadError, match="ffmpeg failed"):
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"not a video" * 20)
+        reencode_video(broken, tmp_path / "never.mp4", EncodeSettings(use_ffmpeg=True))
+    assert not (tmp_path / "never.mp4").exists() and not (tmp_path / "never.partial.mp4").exists()

@@ -143,14 +143,17 @@ class NormalizeToFloat(torch.nn.Module):
         self.register_buffer("offset", torch.tensor(mean, dtype=torch.float32) * 255.0, persistent=False)
         self.register_buffer("scale", 1.0 / (torch.tensor(std, dtype=torch.float32) * 255.0), persistent=False)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: optional float32 buffer of the output shape to write into (e.g. a slice of a batch)."""
         data = video.as_subclass(torch.Tensor)
         if self.video_to_cthw:
             data = data.transpose(-4, -3)  # [..., T, C, H, W] → [..., C, T, H, W]
             shape = (-1, 1, 1, 1)
         else:
             shape = (-1, 1, 1)
-        output = torch.empty(data.shape, dtype=torch.float32)
+        output = torch.empty(data.shape, dtype=torch.float32) if out is None else out
+        if output.shape != data.shape or output.dtype != torch.float32:
+            raise ValueError(f"out must be float32 {tuple(data.shape)}, got {output.dtype} {tuple(output.shape)}")
         output.copy_(data)  # the single uint8 → float conversion, writing the contiguous target layout
         output.sub_(self.offset.view(shape)).mul_(self.scale.view(shape))
         return output
@@ -227,7 +230,9 @@ class VideoTrainTransform(torch.nn.Module):
         erase_prob: random erasing probability (one box for the whole clip).
         mean, std: normalisation (Kinetics defaults 0.45 / 0.225).
 
-    Input uint8 ``[T, H, W, C]``; output float ``[C, T, crop_size, crop_size]``.
+    Input uint8 ``[T, H, W, C]``; output float ``[C, T, crop_size, crop_size]``. Several clips of one video
+    (repeated augmentation) as uint8 ``[K, T, H, W, C]`` give ``[K, C, T, crop_size, crop_size]``: each clip
+    is augmented independently (the same random draws as K separate calls) straight into one output buffer.
     """
 
     def __init__(
@@ -247,6 +252,7 @@ class VideoTrainTransform(torch.nn.Module):
         std: Sequence[float] = KINETICS_STD,
     ) -> None:
         super().__init__()
+        self.crop_size = crop_size
         if crop == "random_resized":
             self.crop: torch.nn.Module = v2.RandomResizedCrop(crop_size, scale=scale, ratio=ratio, antialias=True)
         elif crop == "short_side_jitter":
@@ -259,12 +265,22 @@ class VideoTrainTransform(torch.nn.Module):
         self.erase = RandomErasingSameBox(erase_prob) if erase_prob > 0 else None
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
+        if video.ndim == 5:
+            num_clips, num_frames, channels = video.shape[0], video.shape[1], video.shape[-1]
+            size = self.crop_size
+            output = torch.empty((num_clips, channels, num_frames, size, size), dtype=torch.float32)
+            for clip, out in zip(video, output):
+                self._augment(clip, out)
+            return output
+        return self._augment(video, None)
+
+    def _augment(self, video: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         clip = self.crop(to_tchw(video))
         if self.hflip is not None:
             clip = self.hflip(clip)
         if self.rand_augment is not None:
             clip = self.rand_augment(clip)
-        output = self.normalize(clip)
+        output = self.normalize(clip, out)
         if self.erase is not None:
             output = self.erase(output)
         return output
@@ -280,7 +296,8 @@ class VideoEvalTransform(torch.nn.Module):
         num_crops: 1 or 3 spatial views.
         mean, std: normalisation.
 
-    Input uint8 ``[T, H, W, C]``; output float ``[num_crops, C, T, crop_size, crop_size]``.
+    Input uint8 ``[T, H, W, C]``; output float ``[num_crops, C, T, crop_size, crop_size]``. ``K`` clips
+    ``[K, T, H, W, C]`` give ``[K · num_crops, C, T, crop_size, crop_size]`` (clip-major), in one buffer.
     """
 
     def __init__(
@@ -295,9 +312,16 @@ class VideoEvalTransform(torch.nn.Module):
         self.resize = ShortSideResize(short_side if short_side is not None else crop_size)
         self.crops = SpatialCrops(crop_size, num_crops)
         self.normalize = NormalizeToFloat(mean, std, video_to_cthw=True)
-        self.num_crops = num_crops
+        self.num_crops, self.crop_size = num_crops, crop_size
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
+        if video.ndim == 5:
+            num_clips, num_frames, channels = video.shape[0], video.shape[1], video.shape[-1]
+            views, size = num_clips * self.num_crops, self.crop_size
+            output = torch.empty((views, channels, num_frames, size, size), dtype=torch.float32)
+            for clip, out in zip(video, output.split(self.num_crops)):
+                self.normalize(self.crops(self.resize(to_tchw(clip))), out)
+            return output
         resized = self.resize(to_tchw(video))
         return self.normalize(self.crops(resized))  # [S, T, C, h, w] uint8 → [S, C, T, h, w] float
 

@@ -258,7 +258,9 @@ def build_dataset(cfg: Config, split: str, train: bool, class_names: list[str] |
 
     geometry = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, target_fps=d.target_fps)
     if train:
-        sampler: Any = RandomClipSampler(**geometry, num_clips=max(1, d.repeated_aug))
+        sampler: Any = RandomClipSampler(
+            **geometry, num_clips=max(1, d.repeated_aug), same_start=d.repeated_aug_same_start
+        )
         transform = VideoTrainTransform(
             crop_size=d.crop_size, crop=d.train_crop, scale=(d.train_scale[0], d.train_scale[1]),
             hflip=0.5 if d.hflip else 0.0, rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m,
