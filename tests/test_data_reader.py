@@ -60,6 +60,37 @@ def test_frames_match_full_pyav_decode(videos, name: str, backend: str) -> None:
             assert np.array_equal(frames.numpy(), reference[indices]), (name, backend, indices.tolist())
 
 
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_get_clips_reads_the_union_once_and_returns_views(videos, backend: str) -> None:
+    path, reference, _ = videos["h264_gop12_b2_30fps"]
+    last = len(reference) - 1
+    requests = {
+        "overlapping, evenly spaced": np.array([[0, 4, 8, 12], [2, 6, 10, 14], [8, 10, 12, 14]]),
+        "identical (repeated augmentation)": np.array([[3, 5, 7, 9], [3, 5, 7, 9]]),
+        "clamped short clip": np.array([[last - 2, last, last, last]]),
+        "irregular": np.array([[5, 1, 9, 9], [0, 2, 3, 7]]),
+    }
+    for name, indices in requests.items():
+        calls = []
+        with open_video(path, backend=backend) as reader:
+            original = reader.get_frames
+
+            def recording(i, original=original, calls=calls):  # noqa: ANN001, ANN202
+                calls.append(np.asarray(i).copy())
+                return original(i)
+
+            reader.get_frames = recording
+            clips = reader.get_clips(torch.from_numpy(indices))
+        assert len(calls) == 1 and np.array_equal(calls[0], np.unique(indices)), name  # one sorted read
+        assert len(clips) == len(indices)
+        for clip, row in zip(clips, indices):
+            assert np.array_equal(clip.numpy(), reference[row]), (name, row.tolist())
+        storage = {clip.untyped_storage().data_ptr() for clip in clips}
+        assert len(storage) == (len(indices) if name == "irregular" else 1), name  # views unless irregular
+    with open_video(path, backend=backend) as reader, pytest.raises(ValueError, match=r"\[K, T\]"):
+        reader.get_clips(np.arange(4))
+
+
 @pytest.mark.parametrize("name", ["h264_gop12_b2_30fps", "vp9_webm_25fps"])
 def test_fresh_reader_per_request(videos, name: str) -> None:
     """The dataset's pattern: open, read one clip, close."""

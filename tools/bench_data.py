@@ -95,13 +95,12 @@ def make_videos(folder: Path, count: int, gop: int, num_frames: int = 300) -> li
     return records
 
 
-def raw_decode(dataset: VideoDataset, index: int) -> torch.Tensor:
-    """What the reader alone does for ``dataset[index]``: the same clip indices, decoded to uint8."""
+def raw_decode(dataset: VideoDataset, index: int) -> list[torch.Tensor]:
+    """What the reader alone does for ``dataset[index]``: the same clip indices, decoded to uint8 clips."""
     record = dataset.records[index]
     rng = sample_rng(dataset.seed, dataset.epoch, index, 0)
     with open_video(record.path, backend=dataset.backend) as reader:
-        indices = dataset.clip_sampler(len(reader), reader.fps, rng)
-        return reader.get_frames(indices.reshape(-1))
+        return reader.get_clips(dataset.clip_sampler(len(reader), reader.fps, rng))
 
 
 def time_pass(function, samples: int) -> None:
@@ -186,7 +185,7 @@ def benchmark(records: list[VideoRecord], rounds: int, backend: str, ra_ops: int
     result["clips_per_s_k1"] = 1000 / result["pipeline_k1_ms"]
     result["clips_per_s_k2"] = 2000 / result["pipeline_k2_ms"]
     result["raw_clips_per_s"] = 1000 / result["raw_k1_ms"]
-    frames = raw_decode(one, 0)
+    frames = raw_decode(one, 0)[0]
     result.update({f"transform_{k}_ms": v for k, v in transform_breakdown(transform, frames, 20).items()})
     return result
 

@@ -330,25 +330,20 @@ class VideoDataset(_RobustDataset):
         return cls(records, classes=class_names, transform=transform, **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------
-    def _read_clips(self, index: int, attempt: int) -> tuple[torch.Tensor, int]:
-        """Decode all clips of one video in one read → uint8 ``[K, T, H, W, C]`` and the sampler's K."""
+    def _read_clips(self, index: int, attempt: int) -> tuple[list[torch.Tensor], int]:
+        """Decode all clips of one video in one read → K uint8 ``[T, H, W, C]`` clips (views into the decoded
+        union of their frames where possible) and K."""
         record = self.records[index]
         rng = sample_rng(self.seed, self.epoch, index, attempt)
         with open_video(record.path, backend=self.backend, short_side=self.short_side) as reader:
             clip_indices = self.clip_sampler(len(reader), reader.fps, rng)  # [K, T]
-            num_clips, num_frames = clip_indices.shape
-            if num_clips > 1 and (clip_indices == clip_indices[:1]).all():
-                # Identical clips (repeated augmentation from one start): decode and hold the frames once.
-                frames = reader.get_frames(clip_indices[0])
-                return frames.unsqueeze(0).expand(num_clips, *frames.shape), num_clips
-            # One read of the union of the clips' frames: shared frames are decoded once.
-            frames = reader.get_frames(clip_indices.reshape(-1))
-        return frames.view(num_clips, num_frames, *frames.shape[1:]), num_clips
+            clips = reader.get_clips(clip_indices)
+        return clips, len(clips)
 
-    def _transform_clips(self, clips: torch.Tensor, index: int, attempt: int) -> torch.Tensor:
-        """uint8 ``[K, T, H, W, C]`` → the transform's views ``[V, ...]`` (V = K, or K·crops at test time)."""
+    def _transform_clips(self, clips: list[torch.Tensor], index: int, attempt: int) -> torch.Tensor:
+        """K uint8 clips ``[T, H, W, C]`` → the transform's views ``[V, ...]`` (V = K, or K·crops at test time)."""
         if self.transform is None:
-            return clips.contiguous()  # identical clips are one expanded read: give each its own memory
+            return torch.stack(clips)
         with seeded_torch(sample_seed(self.seed, self.epoch, index, attempt) ^ 0x5EED):
             if isinstance(self.transform, (VideoTrainTransform, VideoEvalTransform)):
                 return self.transform(clips)  # all clips into one output buffer, no stacking copy

@@ -231,8 +231,9 @@ class VideoTrainTransform(torch.nn.Module):
         mean, std: normalisation (Kinetics defaults 0.45 / 0.225).
 
     Input uint8 ``[T, H, W, C]``; output float ``[C, T, crop_size, crop_size]``. Several clips of one video
-    (repeated augmentation) as uint8 ``[K, T, H, W, C]`` give ``[K, C, T, crop_size, crop_size]``: each clip
-    is augmented independently (the same random draws as K separate calls) straight into one output buffer.
+    (repeated augmentation), uint8 ``[K, T, H, W, C]`` or a list of K ``[T, H, W, C]``, give
+    ``[K, C, T, crop_size, crop_size]``: each clip is augmented independently (the same random draws as K
+    separate calls), straight into one output buffer.
     """
 
     def __init__(
@@ -264,10 +265,9 @@ class VideoTrainTransform(torch.nn.Module):
         self.normalize = NormalizeToFloat(mean, std, video_to_cthw=True)
         self.erase = RandomErasingSameBox(erase_prob) if erase_prob > 0 else None
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        if video.ndim == 5:
-            num_clips, num_frames, channels = video.shape[0], video.shape[1], video.shape[-1]
-            size = self.crop_size
+    def forward(self, video: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if not isinstance(video, torch.Tensor) or video.ndim == 5:
+            num_clips, (num_frames, *_, channels), size = len(video), video[0].shape, self.crop_size
             output = torch.empty((num_clips, channels, num_frames, size, size), dtype=torch.float32)
             for clip, out in zip(video, output):
                 self._augment(clip, out)
@@ -297,7 +297,8 @@ class VideoEvalTransform(torch.nn.Module):
         mean, std: normalisation.
 
     Input uint8 ``[T, H, W, C]``; output float ``[num_crops, C, T, crop_size, crop_size]``. ``K`` clips
-    ``[K, T, H, W, C]`` give ``[K · num_crops, C, T, crop_size, crop_size]`` (clip-major), in one buffer.
+    (``[K, T, H, W, C]`` or a list of K ``[T, H, W, C]``) give ``[K · num_crops, C, T, crop_size, crop_size]``
+    (clip-major), in one buffer.
     """
 
     def __init__(
@@ -314,9 +315,9 @@ class VideoEvalTransform(torch.nn.Module):
         self.normalize = NormalizeToFloat(mean, std, video_to_cthw=True)
         self.num_crops, self.crop_size = num_crops, crop_size
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        if video.ndim == 5:
-            num_clips, num_frames, channels = video.shape[0], video.shape[1], video.shape[-1]
+    def forward(self, video: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if not isinstance(video, torch.Tensor) or video.ndim == 5:
+            num_clips, (num_frames, *_, channels) = len(video), video[0].shape
             views, size = num_clips * self.num_crops, self.crop_size
             output = torch.empty((views, channels, num_frames, size, size), dtype=torch.float32)
             for clip, out in zip(video, output.split(self.num_crops)):

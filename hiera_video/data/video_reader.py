@@ -199,6 +199,38 @@ class VideoReader(ABC):
             return frames
         return frames[torch.from_numpy(inverse.reshape(-1))]
 
+    def get_clips(self, clip_indices: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
+        """Decode several clips in one read of the union of their frames.
+
+        Args:
+            clip_indices: int ``[K, T]`` frame indices (rows may overlap, repeat frames or be identical).
+
+        Returns:
+            ``K`` uint8 tensors ``[T, H, W, 3]``. A clip whose frames are evenly spaced in the decoded union
+            (the usual case: a fixed sampling rate, or a frame repeated at the end of a short video) is a
+            strided view into it, so no frame is copied; other clips are gathered.
+        """
+        if isinstance(clip_indices, torch.Tensor):
+            clip_indices = clip_indices.detach().cpu().numpy()
+        raw = np.asarray(clip_indices)
+        if raw.ndim != 2:
+            raise ValueError(f"clip_indices must be [K, T], got shape {tuple(raw.shape)}")
+        indices = _as_index_array(raw.reshape(-1)).reshape(raw.shape)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        frames = self.get_frames(unique)
+        positions = inverse.reshape(indices.shape)
+        clips = []
+        for row in positions:
+            steps = np.diff(row)
+            if row.size > 0 and (steps.size == 0 or ((steps == steps[0]).all() and steps[0] >= 0)):
+                step = int(steps[0]) if steps.size else 0
+                stride = (step * frames.stride(0), *frames.stride()[1:])
+                offset = frames.storage_offset() + int(row[0]) * frames.stride(0)
+                clips.append(frames.as_strided((row.size, *frames.shape[1:]), stride, offset))
+            else:
+                clips.append(frames[torch.from_numpy(row)])
+        return clips
+
     @abstractmethod
     def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
         """Decode frames at strictly increasing, in-range ``indices`` → uint8 ``[N, H, W, 3]``."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import FIELD_ALIASES, HieraConfig
+from .hiera import resize_pos_embed
 
 logger = logging.getLogger("hiera_video")
 
@@ -207,8 +207,7 @@ def _interpolate_pos_embeds(model: nn.Module, sd: dict, own: dict, src_cfg: dict
         if key == "decoder_pos_embed" or C != own[key].shape[-1]:
             continue  # left for the strict check to report
         if key == "pos_embed_temporal":
-            new = F.interpolate(src.transpose(1, 2).float(), size=tgt[0], mode="linear", align_corners=False)
-            new = new.transpose(1, 2)
+            new = resize_pos_embed(src.float(), tgt)  # [1, T, C]
         else:
             n = src.shape[1]
             if src_tokens is not None and math.prod(src_tokens[-len(tgt):]) == n:
@@ -217,13 +216,7 @@ def _interpolate_pos_embeds(model: nn.Module, sd: dict, own: dict, src_cfg: dict
                 grid = [math.isqrt(n)] * 2
             else:
                 continue
-            pe = src.reshape(1, *grid, C).float()
-            if len(tgt) == 3:
-                new = F.interpolate(pe.permute(0, 4, 1, 2, 3), size=tuple(tgt), mode="trilinear",
-                                    align_corners=False).permute(0, 2, 3, 4, 1)
-            else:
-                new = F.interpolate(pe.permute(0, 3, 1, 2), size=tuple(tgt), mode="bicubic",
-                                    align_corners=False).permute(0, 2, 3, 1)
+            new = resize_pos_embed(src.reshape(1, *grid, C).float(), tgt)
         sd[key] = new.reshape(own[key].shape).to(src.dtype)
         report.interpolated.append(f"{key} {tuple(src.shape)} -> {tuple(own[key].shape)}")
 

@@ -388,22 +388,10 @@ class Hiera(nn.Module):
         native = self.config.tokens_shape()
         C = self.config.embed_dim
         if self.config.sep_pos_embed:
-            sp = self.pos_embed_spatial.reshape(1, native[1], native[2], C)
-            tp = self.pos_embed_temporal
-            if tuple(tokens[1:]) != tuple(native[1:]):
-                sp = resize_spatial(sp, tokens[1:])
-            if tokens[0] != native[0]:
-                tp = F.interpolate(tp.transpose(1, 2), size=tokens[0], mode="linear",
-                                   align_corners=False).transpose(1, 2)
+            sp = resize_pos_embed(self.pos_embed_spatial.reshape(1, native[1], native[2], C), tokens[1:])
+            tp = resize_pos_embed(self.pos_embed_temporal, tokens[:1])
             return tp[:, :, None, None, :] + sp[:, None]
-        pe = self.pos_embed.reshape(1, *native, C)
-        if tuple(tokens) != tuple(native):
-            if len(native) == 3:
-                pe = F.interpolate(pe.permute(0, 4, 1, 2, 3), size=tuple(tokens), mode="trilinear",
-                                   align_corners=False).permute(0, 2, 3, 4, 1)
-            else:
-                pe = resize_spatial(pe, tokens)
-        return pe
+        return resize_pos_embed(self.pos_embed.reshape(1, *native, C), tokens)
 
     def mask_units_shape(self, input_size: Sequence[int] | None = None) -> tuple[int, ...]:
         return self.config.mask_units_shape(tuple(input_size) if input_size is not None else None)
@@ -531,10 +519,17 @@ class Hiera(nn.Module):
         return self.forward_head(self.norm(last.mean(dim=1))), outs
 
 
-def resize_spatial(pe: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bicubic resize of a ``[1, H, W, C]`` position embedding to ``[1, *size, C]``."""
-    return F.interpolate(pe.permute(0, 3, 1, 2), size=tuple(size), mode="bicubic",
-                         align_corners=False).permute(0, 2, 3, 1)
+def resize_pos_embed(pe: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize a position embedding ``[1, *grid, C]`` to ``[1, *size, C]`` (a no-op at the same size).
+
+    The one home of position-embedding resizing (on the fly here, at checkpoint load, in the MAE decoder):
+    linear for a temporal grid ``[1, T, C]``, bicubic for a spatial ``[1, H, W, C]``, trilinear for a joint
+    ``[1, T, H, W, C]``, all with ``align_corners=False`` as the original Hiera and timm resize.
+    """
+    if tuple(pe.shape[1:-1]) == tuple(size):
+        return pe
+    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[pe.ndim - 2]
+    return F.interpolate(pe.movedim(-1, 1), size=tuple(size), mode=mode, align_corners=False).movedim(1, -1)
 
 
 class HieraBackbone(nn.Module):

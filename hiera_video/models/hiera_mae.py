@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import HieraConfig
-from .hiera import Hiera, HieraBlock
+from .hiera import Hiera, HieraBlock, resize_pos_embed
 
 __all__ = ["MAEOutput", "MaskedAutoencoderHiera"]
 
@@ -385,10 +385,7 @@ class MaskedAutoencoderHiera(Hiera):
         if tuple(grid) == self.tokens_final:
             return pe
         C = pe.shape[-1]
-        pe = pe.reshape(1, *self.tokens_final, C).movedim(-1, 1)
-        mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(grid)]
-        pe = F.interpolate(pe, size=tuple(grid), mode=mode, align_corners=False)
-        return pe.movedim(1, -1).reshape(1, -1, C)
+        return resize_pos_embed(pe.reshape(1, *self.tokens_final, C), grid).reshape(1, -1, C)
 
     def forward_decoder(self, latent: torch.Tensor, mask: torch.Tensor,
                         input_size: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
