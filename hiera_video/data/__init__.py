@@ -10,6 +10,7 @@ Small composable pieces::
 or all at once with :class:`VideoDataset`. Nothing here imports the models.
 """
 
+from hiera_video.data.allocator import keep_freed_memory
 from hiera_video.data.annotations import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -82,6 +83,7 @@ __all__ = [
     "EvalBatch",
     "FailureReport",
     "FastRandAugment",
+    "keep_freed_memory",
     "ImageEvalTransform",
     "ImageFolderDataset",
     "ImageTrainTransform",

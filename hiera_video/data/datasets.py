@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from hiera_video.data.allocator import keep_freed_memory
 from hiera_video.data.annotations import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -364,6 +365,7 @@ class VideoDataset(_RobustDataset):
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.records)}")
+        keep_freed_memory()  # once per process: no page faults on the per-sample buffers (allocator.py)
         if self.train:
             return self._load_with_replacement(index, self._load_train, _LOAD_ERRORS)
         record = self.records[index]
@@ -422,6 +424,7 @@ class ImageFolderDataset(_RobustDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.records)}")
+        keep_freed_memory()
         if self.train:
             return self._load_with_replacement(index, self._load, (VideoReadError,))
         return self._load(index, 0)

@@ -533,6 +533,9 @@ class ClipStream(IterableDataset):
         self.batch_size, self.window_frames, self.backend = batch_size, window_frames, backend
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        from hiera_video.data.allocator import keep_freed_memory
+
+        keep_freed_memory()  # per-window buffers are reused instead of page-faulted in every time
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         buffers: dict[tuple[int, ...], list[tuple[tuple[int, int], torch.Tensor]]] = {}
