@@ -76,7 +76,9 @@ def test_two_gloo_ranks_match_one_process_with_the_combined_batch(tmp_path):
     grabbed = {}
 
     def grab(state, loss, model):
-        grabbed.update(step=state.step, weights={k: v.detach().clone() for k, v in model.state_dict().items()})
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        grabbed.setdefault("first", weights)  # after step 1
+        grabbed.update(step=state.step, weights=weights)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same per-process thread count as each rank: same kernels
@@ -85,5 +87,11 @@ def test_two_gloo_ranks_match_one_process_with_the_combined_batch(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert grabbed["step"] == 4
-    worst = max((grabbed["weights"][k] - ranks[0]["weights"][k]).abs().max().item() for k in grabbed["weights"])
-    assert worst < 1e-5, worst
+    # Equal up to float summation order. AdamW normalises each update by the gradient's running RMS, so a
+    # parameter whose gradient is ~0 can turn a 1e-7 relative gradient difference into an lr-sized one; hence
+    # the whole-model measure: the DDP/single difference relative to how far steps 2-4 moved the weights
+    # (summation order gives ~1e-5; a wrong average, e.g. over a different batch, gives O(1)).
+    keys = list(grabbed["weights"])
+    difference = torch.cat([(grabbed["weights"][k] - ranks[0]["weights"][k]).flatten() for k in keys]).norm()
+    moved = torch.cat([(grabbed["weights"][k] - grabbed["first"][k]).flatten() for k in keys]).norm()
+    assert moved > 0 and difference / moved < 1e-3, (difference.item(), moved.item())  # measured 3e-6 to 7e-6
