@@ -233,3 +233,22 @@ def test_video_transforms_take_a_batch_of_clips() -> None:
     assert views.shape == (6, 3, 4, 32, 32) and torch.equal(views, torch.cat([evaluate(clip) for clip in clips]))
     with pytest.raises(ValueError, match="out must be float32"):
         NormalizeToFloat()(clips[0].permute(0, 3, 1, 2), out=torch.empty(3, 4, 40, 40))
+
+
+def test_normalisation_of_every_uint8_layout_matches_the_formula() -> None:
+    """Channels-last clips take the OpenCV de-interleave path, others torch's copy: the same numbers."""
+    raw = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 5, 9, 11, 3), dtype=np.uint8))
+    layouts = {
+        "channels-last clip [T, C, H, W]": raw[0].permute(0, 3, 1, 2),
+        "contiguous clip": raw[0].permute(0, 3, 1, 2).contiguous(),
+        "channels-last views [S, T, C, H, W]": raw.permute(0, 1, 4, 2, 3),
+        "strided (cropped) channels-last clip": raw[0].permute(0, 3, 1, 2)[..., 1:8, 2:9],
+    }
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    shape = (-1, 1, 1, 1)
+    for name, clip in layouts.items():
+        output = NormalizeToFloat(mean, std)(clip)
+        expected = clip.transpose(-4, -3).float().sub(torch.tensor(mean).view(shape) * 255)
+        expected = expected.mul(1.0 / (torch.tensor(std).view(shape) * 255))
+        assert output.is_contiguous() and output.shape == expected.shape, name
+        assert torch.equal(output, expected), name

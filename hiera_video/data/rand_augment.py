@@ -40,7 +40,7 @@ import torchvision.transforms.v2 as v2
 from torchvision import tv_tensors
 from torchvision.transforms.v2._utils import _get_fill
 
-__all__ = ["FastRandAugment"]
+__all__ = ["FastRandAugment", "configure_cv2"]
 
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -54,7 +54,8 @@ _MAP_CACHE_MAX = 4096
 _CV2_CONFIGURED_PID: int | None = None
 
 
-def _configure_cv2() -> None:
+def configure_cv2() -> None:
+    """Single-threaded OpenCV in this process (once per pid): one DataLoader worker is one core."""
     global _CV2_CONFIGURED_PID
     if _CV2_CONFIGURED_PID != os.getpid():
         cv2.setNumThreads(1)
@@ -298,7 +299,7 @@ class FastRandAugment(v2.RandAugment):
                 fast = False
         if not fast or transform_id in ("Identity", "Posterize") or image.numel() == 0:
             return super()._apply_image_or_video_transform(image, transform_id, magnitude, interpolation, fill)
-        _configure_cv2()
+        configure_cv2()
         data = image.as_subclass(torch.Tensor)
         frames = _frames(data)
         if transform_id in _GEOMETRIC:
