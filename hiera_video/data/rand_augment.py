@@ -79,18 +79,28 @@ def _stacked(frames: np.ndarray) -> np.ndarray:
     return frames.reshape(-1, *frames.shape[2:])
 
 
-def _lut_per_frame(frames: np.ndarray, luts: np.ndarray) -> np.ndarray:
-    """Apply ``luts`` uint8 ``[N, 256]`` or ``[N, C, 256]`` (one table per frame, or per frame and channel)."""
+def _planes(frames: np.ndarray) -> np.ndarray:
+    """``[N, H, W, C]`` → de-interleaved ``[N, C, H, W]`` (``cv2.split``: ~0.15 ms for a 16x224² clip)."""
+    planes = np.empty((frames.shape[0], frames.shape[3], *frames.shape[1:3]), dtype=np.uint8)
+    for frame, frame_planes in zip(frames, planes):
+        cv2.split(frame, list(frame_planes))
+    return planes
+
+
+def _lut_per_frame(frames: np.ndarray, luts: np.ndarray, planes: np.ndarray | None = None) -> np.ndarray:
+    """Apply ``luts`` uint8 ``[N, 256]`` or ``[N, C, 256]`` (one table per frame, or per frame and channel).
+
+    Per-channel tables run as 1-channel tables on the planes (``planes``, if already split), then
+    ``cv2.merge``: ~1.2x faster than one 3-channel table per frame.
+    """
     output = np.empty_like(frames)
     if luts.ndim == 2:
         for frame, lut, out in zip(frames, luts, output):
             cv2.LUT(frame, lut, dst=out)
         return output
-    # Per channel: 1-channel tables on the de-interleaved planes beat one 3-channel table (~1.2x).
-    planes = [np.empty(frames.shape[1:3], dtype=np.uint8) for _ in range(frames.shape[-1])]
-    for frame, lut, out in zip(frames, luts, output):
-        cv2.split(frame, planes)
-        cv2.merge([cv2.LUT(plane, table) for plane, table in zip(planes, lut)], out)
+    planes = _planes(frames) if planes is None else planes
+    for frame_planes, lut, out in zip(planes, luts, output):
+        cv2.merge([cv2.LUT(plane, table) for plane, table in zip(frame_planes, lut)], out)
     return output
 
 
@@ -161,16 +171,16 @@ def _sharpness(frames: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _autocontrast(frames: np.ndarray) -> np.ndarray:
-    hist = _histograms(frames)  # [N, C, 256]; the range comes from the first and last non-empty bins
-    present = hist > 0
-    minimum = present.to(torch.int64).argmax(dim=-1).to(torch.float32)
-    maximum = (255 - present.flip(-1).to(torch.int64).argmax(dim=-1)).to(torch.float32)
+    planes = _planes(frames)  # [N, C, H, W]: the per-frame, per-channel range is a contiguous reduction
+    flat = planes.reshape(*planes.shape[:2], -1)
+    minimum = torch.from_numpy(flat.min(axis=2)).to(torch.float32)
+    maximum = torch.from_numpy(flat.max(axis=2)).to(torch.float32)
     equal = maximum == minimum
     inv_scale = maximum.sub(minimum).mul_(1.0 / 255.0)
     minimum[equal] = 0.0
     inv_scale[equal] = 1.0
     lut = _values().sub(minimum.unsqueeze(-1)).div_(inv_scale.unsqueeze(-1)).clamp_(0, 255).to(torch.uint8)
-    return _lut_per_frame(frames, lut.numpy())
+    return _lut_per_frame(frames, lut.numpy(), planes)
 
 
 def _equalize(frames: np.ndarray) -> np.ndarray:
