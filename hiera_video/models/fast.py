@@ -88,25 +88,23 @@ def is_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
+def _switched(flag: bool) -> Iterator[None]:
+    global _ENABLED
+    old, _ENABLED = _ENABLED, flag
+    try:
+        yield
+    finally:
+        _ENABLED = old
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
     """Run the regular (eager module) path inside this block, e.g. to compare against the fast path."""
-    global _ENABLED
-    old, _ENABLED = _ENABLED, False
-    try:
-        yield
-    finally:
-        _ENABLED = old
+    return _switched(False)
 
 
-@contextlib.contextmanager
-def enabled() -> Iterator[None]:
+def enabled() -> contextlib.AbstractContextManager[None]:
     """Force the fast path on inside this block (it is still taken only where it applies)."""
-    global _ENABLED
-    old, _ENABLED = _ENABLED, True
-    try:
-        yield
-    finally:
-        _ENABLED = old
+    return _switched(True)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype | None:

@@ -149,34 +149,28 @@ class MaskUnitAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
         """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears."""
-        B, N, _ = x.shape
+        qkv = fast.train_linear(x, self.qkv) if onednn else self.qkv(x)
+        x = self._attend(qkv)
+        return fast.train_linear(x, self.proj) if onednn else self.proj(x)
+
+    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Inference-only `forward` + ``residual`` (see `fast`): the bias and the residual add run in the
+        GEMM epilogues. ``x`` is in the compute dtype."""
+        return fast.linear(self._attend(fast.linear(x, self.qkv)), self.proj, residual=residual)
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``qkv`` ``[B, N, 3 * dim_out]`` -> attention output ``[B, N // q_stride, dim_out]`` (before proj)."""
+        B, N, _ = qkv.shape
         nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         L, h, hd = N // nw, self.heads, self.head_dim
         # Token n = l * nw + w (windows are the trailing block of the unrolled order).
-        qkv = fast.train_linear(x, self.qkv) if onednn else self.qkv(x)
         qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
         q, k, v = qkv.unbind(0)
         if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
             q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
         x = F.scaled_dot_product_attention(q, k, v)
         # [B * nw, h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
-        x = x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
-        return fast.train_linear(x, self.proj) if onednn else self.proj(x)
-
-    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Inference-only `forward` + ``residual`` (see `fast`): the bias and the residual add run in the
-        GEMM epilogues. ``x`` is in the compute dtype."""
-        B, N, _ = x.shape
-        nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
-        L, h, hd = N // nw, self.heads, self.head_dim
-        qkv = fast.linear(x, self.qkv)
-        qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
-        q, k, v = qkv.unbind(0)
-        if self.q_stride > 1:
-            q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
-        x = F.scaled_dot_product_attention(q, k, v)
-        x = x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
-        return fast.linear(x, self.proj, residual=residual)
+        return x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
 
 
 class HieraBlock(nn.Module):
