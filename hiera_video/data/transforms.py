@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torchvision.transforms.v2 as v2
@@ -29,7 +28,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torchvision import tv_tensors
 
-from hiera_video.data.rand_augment import FastRandAugment, configure_cv2
+from hiera_video.data.rand_augment import FastRandAugment, configure_cv2, split_planes
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -73,11 +72,10 @@ def _planar(video: torch.Tensor) -> torch.Tensor:
     if not frames.is_contiguous() or channels > 4 or video.numel() == 0:
         return video.transpose(-4, -3).contiguous()
     configure_cv2()
-    pixels = frames.numpy()
-    planes = np.empty((pixels.shape[0] // num_frames, channels, num_frames, height, width), dtype=np.uint8)
-    for index, frame in enumerate(pixels):
-        clip, t = divmod(index, num_frames)
-        cv2.split(frame, [planes[clip, c, t] for c in range(channels)])
+    pixels = frames.numpy().reshape(-1, num_frames, height, width, channels)  # [clips, T, H, W, C]
+    planes = np.empty((pixels.shape[0], channels, num_frames, height, width), dtype=np.uint8)
+    for clip_pixels, clip_planes in zip(pixels, planes):
+        split_planes(clip_pixels, out=clip_planes.swapaxes(0, 1))  # [C, T, H, W] written as [T, C, H, W]
     return torch.from_numpy(planes).view(*lead, channels, num_frames, height, width)
 
 
@@ -344,10 +342,13 @@ class VideoEvalTransform(torch.nn.Module):
             views, size = num_clips * self.num_crops, self.crop_size
             output = torch.empty((views, channels, num_frames, size, size), dtype=torch.float32)
             for clip, out in zip(video, output.split(self.num_crops)):
-                self.normalize(self.crops(self.resize(to_tchw(clip))), out)
+                self._views(clip, out)
             return output
+        return self._views(video, None)
+
+    def _views(self, video: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         resized = self.resize(to_tchw(video))
-        return self.normalize(self.crops(resized))  # [S, T, C, h, w] uint8 → [S, C, T, h, w] float
+        return self.normalize(self.crops(resized), out)  # [S, T, C, h, w] uint8 → [S, C, T, h, w] float
 
 
 def _image_tensor(image: torch.Tensor | Image.Image) -> tv_tensors.Image:
