@@ -477,16 +477,13 @@ def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]
                     video: bool) -> torch.Tensor:
     """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, H, W]`` (video) or ``[B, C, H, W]`` (image, T = 1).
 
-    Runs on the model's device (4x less data moved than float clips) with the data layer's formula
-    (`NormalizeToFloat`: ``(x - 255 mean) / (255 std)``), so CPU results are bitwise those of its transforms.
+    Runs on the model's device (4x less data moved than float clips) with the data layer's
+    `NormalizeToFloat`, so results are bitwise those of its transforms.
     """
-    x = x.transpose(1, 2) if video else x[:, 0]
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    out.copy_(x)  # one uint8 -> float conversion into the contiguous target layout
-    shape = (1, -1) + (1,) * (out.ndim - 2)
-    offset = torch.tensor(mean, dtype=torch.float32, device=x.device) * 255.0
-    scale = 1.0 / (torch.tensor(std, dtype=torch.float32, device=x.device) * 255.0)
-    return out.sub_(offset.view(shape)).mul_(scale.view(shape))
+    from hiera_video.data.transforms import NormalizeToFloat
+
+    normalize = NormalizeToFloat(mean, std, video_to_cthw=video).to(x.device)
+    return normalize(x if video else x[:, 0])
 
 
 # ============================================================================================ the clip stream
