@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from hiera_video.fileio import atomic_write_text, did_you_mean
 
 __all__ = [
     "AugConfig",
@@ -289,8 +290,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return did_you_mean(key, valid)
 
 
 def _unknown_key(key: str, near: str, valid: list[str]) -> ConfigError:
@@ -563,9 +563,4 @@ def load_config(
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (atomically, so a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))

@@ -1,7 +1,7 @@
 """Checkpoints that never lose work, exact resume, and Ctrl-C that saves before exiting.
 
-* :func:`atomic_save` writes to a temporary file in the same folder, fsyncs it and renames it over the
-  target: a crash mid-write leaves the previous checkpoint intact, never half a file.
+* :func:`~hiera_video.fileio.atomic_save` writes to a temporary file in the same folder, fsyncs it and renames it
+  over the target: a crash mid-write leaves the previous checkpoint intact, never half a file.
 * :class:`CheckpointManager` names step checkpoints ``ckpt_<step>.pt``, keeps the last K, maintains
   ``last.pt`` (newest) and ``best.pt`` (best validation metric), and finds the checkpoint to resume from.
 * :func:`rng_state` / :func:`set_rng_state` capture python, numpy, torch CPU and CUDA generators, so a
@@ -20,13 +20,14 @@ import random
 import re
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
+
+from hiera_video.fileio import atomic_save
 
 __all__ = [
     "CheckpointManager",
@@ -38,23 +39,6 @@ __all__ = [
 ]
 
 _STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
-
-
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)  # atomic on POSIX and Windows when on the same filesystem
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hiera_video.engine.distributed import DistInfo, all_gather_objects
 from hiera_video.engine.logging import progress
+from hiera_video.fileio import atomic_write_text
 
 __all__ = ["EvalResult", "SkipUnreadable", "evaluate", "plot_confusion", "write_report"]
 
@@ -276,9 +277,7 @@ def write_report(result: EvalResult, class_names: list[str], out_dir: str | os.P
         name_: acc for name_, acc in zip(class_names, result.per_class)
     }
     json_path = out_dir / f"{name}_metrics.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, json_path)
+    atomic_write_text(json_path, json.dumps(metrics, indent=2))
     png = plot_confusion(result.confusion, class_names, out_dir / f"{name}_confusion.png")
     return {"metrics": json_path, "confusion": png}
 

@@ -48,7 +48,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,6 +60,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hiera_video.config import ConfigError
+from hiera_video.fileio import atomic_write_bytes
 
 # The data layer (and through it torchvision) is imported where it is used: `hiera-video --help` and the
 # argument parsing of every subcommand stay fast.
@@ -674,38 +674,6 @@ def compute_outputs(model: nn.Module, x: torch.Tensor, outputs: Sequence[tuple[s
 
 
 # ============================================================================================ shards
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete (temp + fsync + rename).
-
-    The temporary name starts with a dot and ends with ``.tmp``, so shard scans never see it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _tensor_key(video_id: str, output: str) -> str:
     return f"{video_id}/{output}"
 

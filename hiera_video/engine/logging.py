@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hiera_video.fileio import atomic_write, atomic_write_text
+
 __all__ = ["MetricLogger", "get_logger", "plot_curves", "progress", "read_metrics"]
 
 T = TypeVar("T")
@@ -102,9 +104,7 @@ class MetricLogger:
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, record: dict[str, Any], step: int, kind: str = "train") -> None:
         """Append ``{"kind", "step", "time", **record}``; numbers go to TensorBoard as ``kind/key``."""
@@ -176,8 +176,6 @@ def plot_curves(metrics_path: str | os.PathLike[str], out_path: str | os.PathLik
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(out_path, lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
-    os.replace(tmp, out_path)
     return out_path

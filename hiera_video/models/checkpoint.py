@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from hiera_video.fileio import atomic_write_bytes, atomic_write_text
+
 from .config import FIELD_ALIASES, HieraConfig
 from .hiera import resize_pos_embed
 
@@ -224,22 +226,16 @@ def _interpolate_pos_embeds(model: nn.Module, sd: dict, own: dict, src_cfg: dict
 # ------------------------------------------------------------------------------------------ writing
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, arch: str | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (atomically) so `create_model(pretrained=dir)` rebuilds it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     arch = arch or getattr(model, "arch", "hiera")
     meta = {"library": LIBRARY_TAG, "format_version": 1, "architecture": arch, "config": model.config.to_dict()}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-    _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    atomic_write_bytes(d / WEIGHTS_NAME, save(sd, metadata={"format": "pt"}))
+    atomic_write_text(d / CONFIG_NAME, json.dumps(meta, indent=2))
     return d
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ HF transformers
@@ -326,7 +322,7 @@ def hf_config_to_ours(hf: dict[str, Any]) -> dict[str, Any]:
 
 def export_hf(model: nn.Module, directory: str | os.PathLike, class_names: list[str] | None = None) -> Path:
     """Write an image classifier as a HF transformers ``HieraForImageClassification`` directory."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     cfg: HieraConfig = model.config
     if cfg.is_video:
@@ -350,6 +346,6 @@ def export_hf(model: nn.Module, directory: str | os.PathLike, class_names: list[
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     sd = ours_state_dict_to_hf({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, cfg)
-    _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": "pt"}))
-    _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2)))
+    atomic_write_bytes(d / WEIGHTS_NAME, save(sd, metadata={"format": "pt"}))
+    atomic_write_text(d / CONFIG_NAME, json.dumps(hf_cfg, indent=2))
     return d
