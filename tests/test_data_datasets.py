@@ -347,8 +347,15 @@ def test_image_folder_dataset(tmp_path: Path) -> None:
     image, label, index = dataset[4]
     assert image.shape == (3, CROP, CROP) and label == 1 and index == 4
     assert torch.equal(dataset[4][0], image)  # seeded per sample
+    # Test items have the video datasets' format: (views [V=1, C, H, W], label, index, valid).
     eval_set = ImageFolderDataset(splits.paths["val"], train=False)
-    assert eval_set[0][0].shape == (3, 224, 224)
+    views, label, index, valid = eval_set[0]
+    assert views.shape == (1, 3, 224, 224) and (label, index, valid) == (0, 0, True)
+    (splits.paths["val"] / "circle" / "circle_00001.png").write_bytes(b"broken png")  # item 1
+    views, label, index, valid = eval_set[1]  # never raises, never replaced
+    assert views.numel() == 0 and (label, index, valid) == (0, 1, False) and eval_set.failures.count == 1
+    batch = collate_eval([eval_set[i] for i in range(3)])
+    assert batch.views.shape == (2, 1, 3, 224, 224) and batch.indices.tolist() == [0, 2] and batch.failed == [1]
     (splits.paths["train"] / "circle" / "circle_00000.png").write_bytes(b"broken png")
     replaced = dataset[0]
     assert replaced[2] != 0 and dataset.failures.count == 1

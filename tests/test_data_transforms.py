@@ -200,9 +200,7 @@ def test_fast_rand_augment_matches_torchvision_op_by_op() -> None:
                 expected = reference._apply_image_or_video_transform(
                     clip, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
                 )
-                actual = fast._apply_image_or_video_transform(
-                    clip, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
-                )
+                actual = fast.apply_op(clip, name, magnitude)
                 assert type(actual) is type(clip) and actual.shape == clip.shape
                 _assert_same_pixels(actual, expected, name, (type(clip), magnitude), clip, magnitude)
     # The whole transform draws the same ops from the same stream: the same clips for the same seed (up to
