@@ -196,3 +196,71 @@ def test_imagenet_recipe_on_class_folders_with_an_unreadable_image(tmp_path, cap
     lines = _predictions(run)
     assert len(lines) == 2 and lines[1]["path"] == str(broken) and "error" in lines[1]
     assert len(lines[0]["probs"]) == 2 and lines[0]["label"] == 0
+
+
+# ------------------------------------------------------------------------------- config -> sampler / format
+
+
+def _cfg(*overrides: str):
+    return load_config("k400_finetune_hiera_base_16x224", list(overrides))
+
+
+def test_train_sampler_selection():
+    from hiera_video.data.clip_sampling import RandomClipSampler, SegmentClipSampler
+    from hiera_video.engine import build
+
+    repeated = build.train_clip_sampler(_cfg())
+    assert isinstance(repeated, RandomClipSampler) and (repeated.num_clips, repeated.same_start) == (2, True)
+    assert (repeated.num_frames, repeated.sampling_rate, repeated.target_fps) == (16, 4, 30)
+    single = build.train_clip_sampler(_cfg("data.train_sampler=random", "data.repeated_aug=1"))
+    assert isinstance(single, RandomClipSampler) and single.num_clips == 1
+    ssv2 = load_config("ssv2_finetune_hiera_base_16x224")
+    segment = build.train_clip_sampler(ssv2)
+    assert isinstance(segment, SegmentClipSampler) and segment.random and segment.num_clips == 2
+    # Segments span the whole video, whatever its length (a 16x4 clip at 30 fps would not).
+    indices = segment(300, 12.0, np.random.default_rng(0))
+    assert indices.shape == (2, 16) and indices.min() < 300 / 16 and indices.max() >= 300 - 300 / 16
+    # Test views follow: uniform for a random-clip recipe, segment for a segment-trained one.
+    assert build.eval_sampler_kind(_cfg()) == "uniform" and build.eval_sampler_kind(ssv2) == "segment"
+    views, transform = build._eval_views(ssv2)
+    assert isinstance(views, SegmentClipSampler) and not views.random and views.num_clips == 2
+    assert transform.num_crops == 3
+    assert build.eval_sampler_kind(_cfg("data.train_sampler=segment", "eval.sampler=uniform")) == "uniform"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.train_sampler=random"], "data.repeated_aug=2 draws several clips per video"),
+    (["data.train_sampler=repeated", "data.repeated_aug=1"], "needs data.repeated_aug >= 2"),
+    (["data.format=image_folders"], "image_folders holds images but data.kind is 'video'"),
+    (["data.format=ssv2_json"], "data.labels_file: the ssv2_json format needs the class file"),
+    (["data.randaug_mstd=-1"], "data.randaug_mstd must be >= 0"),
+    (["data.format=kinetics_csv", "data.train_list=missing.csv"], "data.train_list: Kinetics CSV"),
+    (["data.format=class_folders", "data.train_split=nowhere"], "data.train_split: video folder"),
+])
+def test_data_config_errors_name_the_key(tmp_path, overrides, message):
+    from hiera_video.config import ConfigError
+    from hiera_video.engine import build
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build.check_data(_cfg(f"data.root={tmp_path}", *overrides), ("train",))
+
+
+def test_class_folders_format_reads_videos_per_class(tmp_path):
+    from hiera_video.engine import build
+
+    for split, count in (("train", 2), ("val", 1)):
+        for label in ("cooking", "cycling"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for k in range(count):
+                write_video(tmp_path / split / label / f"{k}.mp4", _frames(20, seed=k), fps=30)
+    (tmp_path / "val" / "cycling" / "0.mp4").unlink()
+    (tmp_path / "val" / "cycling").rmdir()  # a validation split missing a class keeps the label order
+    cfg = _cfg(f"data.root={tmp_path}", "data.format=class_folders", "data.num_frames=8", "data.crop_size=32")
+    build.check_data(cfg, ("train", "val"))
+    assert build.read_class_names(cfg) == ["cooking", "cycling"]
+    data = build.train_pipeline(cfg)
+    assert [r.label for r in data.dataset.records] == [0, 0, 1, 1] and data.collate_fn is not None
+    clips, label, index = data.dataset[2]
+    assert clips.shape == (2, 3, 8, 32, 32) and (label, index) == (1, 2)  # 2 repeated clips
+    views, label, index, valid = build.eval_dataset(cfg, "val")[0]
+    assert views.shape == (15, 3, 8, 32, 32) and (label, index, valid) == (0, 0, True)  # 5 clips x 3 crops
