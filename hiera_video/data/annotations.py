@@ -10,7 +10,9 @@ Supported:
 * The official Kinetics-400/600/700 CSVs (``label,youtube_id,time_start,time_end,split[,is_cc]``; test CSVs
   without ``label`` give label ``-1``). The file of a row is ``{youtube_id}_{time_start:06d}_{time_end:06d}``
   with extension ``.mp4`` (or ``.mkv`` / ``.webm``, as youtube-dl sometimes writes) in one of the layouts the
-  common downloaders produce:
+  common downloaders produce (naming: ``construct_video_filename`` of ActivityNet's
+  ``Crawler/Kinetics/download.py``, ``'%s_%s_%s.mp4' % (youtube_id, '%06d' % start, '%06d' % end)`` in
+  ``output_dir/<label>/``, and mmaction2's copy of it in ``tools/data/kinetics/download.py``):
 
   - ``"split"``: ``root/<split>/<file>`` (cvdfoundation/kinetics-dataset tarballs; ``val`` may be named
     ``val``, ``validate`` or ``validation``),
