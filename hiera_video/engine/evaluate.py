@@ -158,8 +158,9 @@ def evaluate(
 
 
 def _path_of(dataset: Any, index: int) -> str:
-    """The file of item ``index`` of a data-layer dataset (its ``records``)."""
-    return str(dataset.records[index].path)
+    """The file of item ``index`` of a data-layer dataset (its ``records``); ``#index`` for other datasets."""
+    records = getattr(dataset, "records", None)
+    return str(records[index].path) if records is not None and 0 <= index < len(records) else f"#{index}"
 
 
 def _score(probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, num_classes: int,
