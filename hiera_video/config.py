@@ -142,6 +142,22 @@ class DataConfig:
     decoder: Literal["auto", "pyav", "decord"] = "auto"
     repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
     synthetic: SyntheticConfig | None = None
+    # -- dataset format and clip sampler (each recipe reads its dataset as published) --------------------
+    # list: `path label` files (train_list / val_list / test_list); kinetics_csv: the official Kinetics CSVs
+    # (label,youtube_id,time_start,time_end,split) named by train_list / val_list / test_list, videos
+    # <youtube_id>_<start:06d>_<end:06d>.mp4 under root/video_dir in per-split, per-class or flat folders;
+    # ssv2_json: something-something-v2-{train,validation}.json named by the *_list keys + labels_file,
+    # videos <id>.webm (or .mp4) in root/video_dir; class_folders: videos in root/<train_split|val_split>/<class>/;
+    # image_folders: images in root/<train_split|val_split>/<class>/ (ImageNet). None: list for video,
+    # image_folders for images.
+    format: Literal["list", "kinetics_csv", "ssv2_json", "class_folders", "image_folders"] | None = None
+    labels_file: str | None = None  # class names: SSv2 labels.json, or a names file / JSON (relative to root)
+    video_dir: str = ""  # kinetics_csv / ssv2_json: the folder (relative to root) holding the videos
+    test_split: str | None = None  # class_folders / image_folders: the test folder (None: val_split)
+    # random: one random clip per video; repeated: repeated_aug (>= 2) random clips per decoded video;
+    # segment: TSN-style, one frame from each of num_frames equal segments of the whole video (SSv2).
+    train_sampler: Literal["random", "repeated", "segment"] = "random"
+    randaug_mstd: float = 0.0  # RandAugment magnitude noise: m ~ N(randaug_m, mstd) per op, clipped to [0, 10]
 
 
 @dataclass
@@ -214,6 +230,9 @@ class EvalConfig:
     split: Literal["val", "test"] = "val"
     checkpoint: str | None = None  # run folder or .pt file; None: the current run's best/last
     use_ema: bool = True  # evaluate EMA weights when the checkpoint has them
+    # Test views in time: uniform (num_clips evenly spaced clips, SlowFast / MAE-ST multi-view) or segment
+    # (num_clips views of one frame per segment; SSv2). auto: segment when data.train_sampler is segment.
+    sampler: Literal["auto", "uniform", "segment"] = "auto"
 
 
 @dataclass

@@ -77,7 +77,8 @@ def test_bad_configs_fail_fast_with_a_clear_message(capsys, argv, message):
 
 def test_missing_list_file_is_reported(capsys, tmp_path):
     code, _, err = run_main(capsys, "train", "k400_finetune_hiera_base_16x224", f"data.root={tmp_path}")
-    assert code == 2 and "data.train_list: list file" in err and "train.txt' does not exist" in err
+    # The recipe reads the official Kinetics CSVs (data.format=kinetics_csv).
+    assert code == 2 and "data.train_list: Kinetics CSV" in err and "annotations/train.csv' does not exist" in err
 
 
 def test_predict_with_a_missing_model_fails_cleanly(capsys, tmp_path):

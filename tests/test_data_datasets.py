@@ -347,8 +347,15 @@ def test_image_folder_dataset(tmp_path: Path) -> None:
     image, label, index = dataset[4]
     assert image.shape == (3, CROP, CROP) and label == 1 and index == 4
     assert torch.equal(dataset[4][0], image)  # seeded per sample
+    # Test items have the video datasets' format: (views [V=1, C, H, W], label, index, valid).
     eval_set = ImageFolderDataset(splits.paths["val"], train=False)
-    assert eval_set[0][0].shape == (3, 224, 224)
+    views, label, index, valid = eval_set[0]
+    assert views.shape == (1, 3, 224, 224) and (label, index, valid) == (0, 0, True)
+    (splits.paths["val"] / "circle" / "circle_00001.png").write_bytes(b"broken png")  # item 1
+    views, label, index, valid = eval_set[1]  # never raises, never replaced
+    assert views.numel() == 0 and (label, index, valid) == (0, 1, False) and eval_set.failures.count == 1
+    batch = collate_eval([eval_set[i] for i in range(3)])
+    assert batch.views.shape == (2, 1, 3, 224, 224) and batch.indices.tolist() == [0, 2] and batch.failed == [1]
     (splits.paths["train"] / "circle" / "circle_00000.png").write_bytes(b"broken png")
     replaced = dataset[0]
     assert replaced[2] != 0 and dataset.failures.count == 1
@@ -380,3 +387,25 @@ def test_failure_counts_and_epoch_reach_spawned_workers(tmp_path: Path, motion) 
     videos, _, _ = next(iter(loader))
     assert torch.equal(videos[0], expected[0]) and torch.equal(videos[1], expected[1])  # epoch 3 seen
     assert dataset.failures.count >= 1 and str(broken["garbage"]) in dataset.failure_report().paths
+
+
+def test_samples_own_their_seeds_and_leave_the_global_random_state_alone(motion) -> None:
+    """The data layer is the one owner of per-sample seeding (no wrapper re-seeds around it): a sample depends
+    on (seed, epoch, index) only, not on call order, and loading it in the training process (num_workers=0)
+    leaves python's, numpy's and torch's global streams where they were."""
+    import random
+
+    _, splits = motion
+    dataset = _train_dataset(splits.paths["train"], transform=VideoTrainTransform(crop_size=CROP, erase_prob=0.5))
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    first = dataset[1][0]
+    dataset[2]
+    again = dataset[1][0]
+    assert torch.equal(first, again)
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[1][0], first)  # another epoch, another draw

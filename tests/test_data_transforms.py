@@ -200,9 +200,7 @@ def test_fast_rand_augment_matches_torchvision_op_by_op() -> None:
                 expected = reference._apply_image_or_video_transform(
                     clip, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
                 )
-                actual = fast._apply_image_or_video_transform(
-                    clip, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill
-                )
+                actual = fast.apply_op(clip, name, magnitude)
                 assert type(actual) is type(clip) and actual.shape == clip.shape
                 _assert_same_pixels(actual, expected, name, (type(clip), magnitude), clip, magnitude)
     # The whole transform draws the same ops from the same stream: the same clips for the same seed (up to
@@ -252,3 +250,55 @@ def test_normalisation_of_every_uint8_layout_matches_the_formula() -> None:
         expected = expected.mul(1.0 / (torch.tensor(std).view(shape) * 255))
         assert output.is_contiguous() and output.shape == expected.shape, name
         assert torch.equal(output, expected), name
+
+
+def test_rand_augment_op_magnitudes_are_torchvisions_and_mstd_follows_timm() -> None:
+    """Integer levels give v2.RandAugment's magnitudes; mstd draws N(m, mstd) clipped to [0, bins - 1]."""
+    import torchvision.transforms.v2 as v2
+
+    from hiera_video.data.rand_augment import RAND_AUGMENT_OPS, FastRandAugment, op_magnitude
+
+    space = v2.RandAugment._AUGMENTATION_SPACE
+    assert RAND_AUGMENT_OPS == tuple(space)  # same order: the same op for the same random draw
+    for name, (magnitudes_fn, _) in space.items():
+        magnitudes = magnitudes_fn(11, 37, 53)
+        for level in range(11):
+            expected = 0.0 if magnitudes is None else float(magnitudes[level])
+            assert op_magnitude(name, level, 11, 37, 53) == expected, (name, level)
+        if magnitudes is not None and name != "Posterize":  # fractional levels interpolate
+            between = op_magnitude(name, 6.5, 11, 37, 53)
+            assert between == pytest.approx((float(magnitudes[6]) + float(magnitudes[7])) / 2)
+
+    def levels(magnitude: int, mstd: float, n: int = 4000) -> np.ndarray:
+        augment = FastRandAugment(num_ops=1, magnitude=magnitude, num_magnitude_bins=11, magnitude_std=mstd)
+        with seeded_torch(0):
+            return np.array([augment.draw_level() for _ in range(n)])
+
+    noisy = levels(7, 0.5)
+    assert abs(noisy.mean() - 7) < 0.03 and abs(noisy.std() - 0.5) < 0.03  # N(7, 0.5), never clipped here
+    top = levels(10, 0.5)
+    assert top.max() == 10.0 and abs((top == 10.0).mean() - 0.5) < 0.05  # half the draws clipped at 10
+    assert (levels(9, 0.0) == 9.0).all()  # mstd 0: the fixed level, no random draw
+    uniform = levels(9, 1000.0)  # timm: mstd > 100 means uniform in [0, m]
+    assert uniform.min() >= 0 and uniform.max() <= 9 and abs(uniform.mean() - 4.5) < 0.15
+
+
+def test_rand_augment_mstd_is_one_draw_per_clip_and_reaches_the_transform() -> None:
+    """Every frame of a clip gets the same noisy magnitude; the config key reaches the training transform."""
+    from hiera_video.config import load_config
+    from hiera_video.engine.build import train_transform
+
+    frame = torch.from_numpy(np.random.default_rng(6).integers(0, 256, (1, 36, 44, 3), dtype=np.uint8))
+    clip = frame.expand(6, -1, -1, -1).contiguous()  # six identical frames
+    transform = VideoTrainTransform(crop_size=32, rand_augment_ops=3, rand_augment_magnitude=7,
+                                    rand_augment_mstd=0.5, erase_prob=0.0)
+    outputs = []
+    for seed in range(8):
+        with seeded_torch(seed):
+            out = transform(clip)
+        assert all(torch.equal(out[:, t], out[:, 0]) for t in range(6)), seed
+        outputs.append(out)
+    assert not torch.equal(outputs[0], outputs[1])
+    cfg = load_config("in1k_finetune_hiera_base_224", ["data.randaug_mstd=0.25"])
+    augment = train_transform(cfg).rand_augment
+    assert (augment.num_ops, augment.magnitude, augment.magnitude_std) == (2, 9, 0.25)

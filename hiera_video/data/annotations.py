@@ -10,7 +10,9 @@ Supported:
 * The official Kinetics-400/600/700 CSVs (``label,youtube_id,time_start,time_end,split[,is_cc]``; test CSVs
   without ``label`` give label ``-1``). The file of a row is ``{youtube_id}_{time_start:06d}_{time_end:06d}``
   with extension ``.mp4`` (or ``.mkv`` / ``.webm``, as youtube-dl sometimes writes) in one of the layouts the
-  common downloaders produce:
+  common downloaders produce (naming: ``construct_video_filename`` of ActivityNet's
+  ``Crawler/Kinetics/download.py``, ``'%s_%s_%s.mp4' % (youtube_id, '%06d' % start, '%06d' % end)`` in
+  ``output_dir/<label>/``, and mmaction2's copy of it in ``tools/data/kinetics/download.py``):
 
   - ``"split"``: ``root/<split>/<file>`` (cvdfoundation/kinetics-dataset tarballs; ``val`` may be named
     ``val``, ``validate`` or ``validation``),
@@ -316,6 +318,7 @@ def scan_class_folders(
     root: str | os.PathLike[str],
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
     classes: Sequence[str] | str | os.PathLike[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[list[VideoRecord], list[str]]:
     """Records of a ``root/<class>/<file>`` tree (files found recursively below each class folder).
 
@@ -323,6 +326,8 @@ def scan_class_folders(
         root: dataset root.
         extensions: file extensions to include (lower-case compare).
         classes: class names in label order; default the sorted sub-folder names.
+        allow_missing: a class of ``classes`` without a folder has no samples here (a validation split
+            lacking a class; labels keep the positions in ``classes``) instead of raising.
 
     Returns:
         ``(records sorted by class then path, class_names)``.
@@ -340,6 +345,8 @@ def scan_class_folders(
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
+            if allow_missing:
+                continue
             raise FileNotFoundError(f"class folder missing: '{folder}'")
         for file in sorted(folder.rglob("*")):
             if file.is_file() and file.suffix.lower() in wanted:
@@ -356,7 +363,7 @@ def read_ssv2(
     annotation_json: str | os.PathLike[str],
     labels_json: str | os.PathLike[str],
     root: str | os.PathLike[str],
-    extension: str = ".webm",
+    extension: str = "auto",
 ) -> tuple[list[VideoRecord], list[str]]:
     """Read Something-Something v2's official annotations.
 
@@ -364,7 +371,8 @@ def read_ssv2(
         annotation_json: ``something-something-v2-{train,validation,test}.json``.
         labels_json: ``something-something-v2-labels.json`` (``{"Template": "index"}``).
         root: folder with ``<id>.webm``.
-        extension: video file extension.
+        extension: video file extension; ``"auto"``: ``.webm`` as published, or the first of
+            :data:`VIDEO_EXTENSIONS` that exists for the first entries (sets re-encoded to ``.mp4``).
 
     Returns:
         ``(records, class_names)``; test entries (no template) get label ``-1``.
@@ -374,6 +382,8 @@ def read_ssv2(
     class_names = [name for name, _ in sorted(class_index.items(), key=lambda item: item[1])]
     entries = json.loads(Path(annotation_json).read_text(encoding="utf-8"))
     root = Path(root)
+    if extension == "auto":
+        extension = _ssv2_extension(root, [str(entry["id"]) for entry in entries[:100]])
     records = []
     for entry in entries:
         if "template" in entry:
@@ -385,3 +395,13 @@ def read_ssv2(
             label = -1
         records.append(VideoRecord(str(root / f"{entry['id']}{extension}"), label))
     return records, class_names
+
+
+def _ssv2_extension(root: Path, ids: list[str]) -> str:
+    """The extension of the first SSv2 video found (``.webm`` when none of the first ids exists)."""
+    candidates = (".webm", *(e for e in VIDEO_EXTENSIONS if e != ".webm"))
+    for video_id in ids:
+        for candidate in candidates:
+            if (root / f"{video_id}{candidate}").is_file():
+                return candidate
+    return ".webm"

@@ -381,9 +381,17 @@ class VideoDataset(_RobustDataset):
 class ImageFolderDataset(_RobustDataset):
     """Class-per-folder images (``root/<class>/<image>``, the ImageNet layout) for the 2D configs.
 
-    ``dataset[i] → (image float [C, H, W], label, index)``; unreadable images are handled like broken videos
-    in :class:`VideoDataset` training (logged, counted, replaced). ``transform="default"`` uses
-    ``ImageTrainTransform()`` / ``ImageEvalTransform()``; ``None`` returns uint8 ``[C, H, W]``.
+    The same sample format as :class:`VideoDataset`, with one view:
+
+    * training: ``dataset[i] → (image float [C, H, W], label, index)``; an unreadable image is logged,
+      counted and replaced like a broken training video;
+    * testing: ``dataset[i] → (views float [1, C, H, W], label, index, valid)``; an unreadable image gives
+      ``valid=False`` and empty views (never replaced, never raised), which :func:`collate_eval` drops and
+      reports.
+
+    ``transform="default"`` uses ``ImageTrainTransform()`` / ``ImageEvalTransform()``; ``None`` returns
+    uint8 ``[C, H, W]``. ``allow_missing_classes``: a class of ``classes`` without a folder has no images
+    (see :func:`~hiera_video.data.annotations.scan_class_folders`).
     """
 
     def __init__(
@@ -396,9 +404,10 @@ class ImageFolderDataset(_RobustDataset):
         seed: int = 0,
         max_retries: int = 10,
         failure_capacity: int = 256,
+        allow_missing_classes: bool = False,
     ) -> None:
         super().__init__(seed, max_retries, failure_capacity)
-        self.records, self.classes = scan_class_folders(root, extensions, classes)
+        self.records, self.classes = scan_class_folders(root, extensions, classes, allow_missing_classes)
         if not self.records:
             raise ValueError(f"no images with extensions {tuple(extensions)} under '{root}'")
         self.train = train
@@ -421,20 +430,25 @@ class ImageFolderDataset(_RobustDataset):
                 image = self.transform(image)
         return image, record.label, index
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"sample index {index} out of range for a dataset of {len(self.records)}")
         keep_freed_memory()
         if self.train:
             return self._load_with_replacement(index, self._load, (VideoReadError,))
-        return self._load(index, 0)
+        try:
+            image, label, _ = self._load(index, 0)
+        except VideoReadError as error:
+            self._note_failure(index, error)  # as a test video: reported and excluded, never replaced
+            return torch.empty(0), self.records[index].label, index, False
+        return image.unsqueeze(0), label, index, True
 
 
 class EvalBatch(NamedTuple):
-    """A test batch without its unreadable videos.
+    """A test batch without its unreadable videos / images.
 
-    ``views`` float ``[B, V, C, T, H, W]``, ``labels`` int64 ``[B]``, ``indices`` int64 ``[B]`` of the valid
-    samples, and ``failed`` the dataset indices dropped from this batch.
+    ``views`` float ``[B, V, C, T, H, W]`` (images ``[B, V, C, H, W]``), ``labels`` int64 ``[B]``,
+    ``indices`` int64 ``[B]`` of the valid samples, and ``failed`` the dataset indices dropped from this batch.
     """
 
     views: torch.Tensor
@@ -444,7 +458,8 @@ class EvalBatch(NamedTuple):
 
 
 def collate_eval(batch: Sequence[tuple[torch.Tensor, int, int, bool]]) -> EvalBatch:
-    """Collate ``VideoDataset(train=False)`` samples, dropping invalid ones (reported in ``failed``)."""
+    """Collate test samples of :class:`VideoDataset` / :class:`ImageFolderDataset` (``train=False``), dropping
+    invalid ones (reported in ``failed``)."""
     valid = [sample for sample in batch if sample[3]]
     failed = [int(sample[2]) for sample in batch if not sample[3]]
     if not valid:

@@ -1,9 +1,13 @@
-"""torchvision's RandAugment with OpenCV kernels for uint8 clips: same ops, same random stream, 3-8x faster.
+"""RandAugment for uint8 clips: torchvision's ops and random stream, OpenCV kernels (3-8x faster), timm's mstd.
 
-:class:`FastRandAugment` is ``torchvision.transforms.v2.RandAugment`` (same op list, magnitudes and random
-draws, so a seed picks the same ops) whose per-op kernels run on the clip's pixels as one channels-last
-uint8 array ``[N, H, W, C]`` through OpenCV, instead of torchvision's float round trips. On a 16x224x224 clip
-an op costs 0.3-3 ms instead of 4-26 ms. What each op gives relative to torchvision:
+:class:`FastRandAugment` draws what ``torchvision.transforms.v2.RandAugment`` draws (same op list, magnitudes
+and random calls, so a seed picks the same ops) and runs each op on the clip's pixels as one channels-last
+uint8 array ``[N, H, W, C]`` through OpenCV, instead of torchvision's float round trips. It is its own
+module, built on torchvision's public functional kernels only (:func:`torchvision_op`, the reference and the
+fallback), so no private torchvision method is overridden. ``magnitude_std`` adds timm's magnitude noise
+(``rand-m9-mstd0.5``: the level of every op application ~ ``N(m, 0.5)``, clipped to ``[0, 10]``; timm
+``auto_augment.AugmentOp.__call__``). On a 16x224x224 clip an op costs 0.3-3 ms instead of 4-26 ms. What
+each op gives relative to torchvision:
 
 * **identical pixels**: ShearX/Y, TranslateX/Y, Rotate (nearest interpolation, zero fill: the source pixel
   of every output pixel is obtained once per (op, magnitude, size) by running torchvision's own op on a
@@ -31,16 +35,19 @@ DataLoader workers, one core each, and OpenCV's thread pool is not fork-safe.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torchvision.transforms.v2 as v2
+import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
-from torchvision.transforms.v2._utils import _get_fill
 
-__all__ = ["FastRandAugment", "configure_cv2", "split_planes"]
+__all__ = ["RAND_AUGMENT_OPS", "FastRandAugment", "configure_cv2", "op_magnitude", "split_planes", "torchvision_op"]
 
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -231,7 +238,7 @@ def _shift_blocks(map_x: np.ndarray, map_y: np.ndarray) -> list[tuple[int, ...]]
     return [tuple(block) for block in blocks]
 
 
-def _nearest_map(transform_id: str, magnitude: float, height: int, width: int, reference: v2.RandAugment) -> tuple:
+def _nearest_map(transform_id: str, magnitude: float, height: int, width: int) -> tuple:
     """How to apply a geometric op, derived from torchvision's own kernel and cached per (op, magnitude, size).
 
     ``("rows", blocks)`` / ``("columns", blocks)``: rectangle copies (see :func:`_shift_blocks`; columns for
@@ -243,14 +250,7 @@ def _nearest_map(transform_id: str, magnitude: float, height: int, width: int, r
         return cached
     # Flat index + 1 is exact in float32 below 2**24 pixels; 0 marks the zero fill outside the image.
     coordinates = torch.arange(1, height * width + 1, dtype=torch.float32).view(1, 1, height, width)
-    mapped = v2.RandAugment._apply_image_or_video_transform(
-        reference,
-        coordinates,
-        transform_id,
-        magnitude,
-        interpolation=v2.InterpolationMode.NEAREST,
-        fill={torch.Tensor: None},
-    )
+    mapped = torchvision_op(coordinates, transform_id, magnitude, v2.InterpolationMode.NEAREST, None)
     source = mapped.view(height, width).round().to(torch.int64) - 1
     fill = source < 0
     # Fill pixels point outside the image, where cv2.remap's constant border (0) applies.
@@ -268,8 +268,8 @@ def _nearest_map(transform_id: str, magnitude: float, height: int, width: int, r
     return result
 
 
-def _geometric(frames: np.ndarray, transform_id: str, magnitude: float, reference: v2.RandAugment) -> np.ndarray:
-    plan = _nearest_map(transform_id, magnitude, frames.shape[1], frames.shape[2], reference)
+def _geometric(frames: np.ndarray, transform_id: str, magnitude: float) -> np.ndarray:
+    plan = _nearest_map(transform_id, magnitude, frames.shape[1], frames.shape[2])
     if plan[0] == "remap":
         output = np.empty_like(frames)
         for frame, out in zip(frames, output):
@@ -295,46 +295,195 @@ def _transpose_frames(frames: np.ndarray) -> np.ndarray:
     return output
 
 
-class FastRandAugment(v2.RandAugment):
-    """``torchvision.transforms.v2.RandAugment`` with OpenCV uint8 kernels (see the module docstring).
 
-    Input: uint8 ``[..., 3, H, W]`` tensor, ``tv_tensors.Image`` or ``tv_tensors.Video`` (every frame gets the
-    same ops and magnitudes); output: the same shape and type, channels-last memory. Other inputs (float,
-    grayscale, PIL) and geometric ops with non-default interpolation or fill run torchvision's kernels.
+# --------------------------------------------------------------------------------------------------------
+# The op table and torchvision's kernels (the reference, and the path for inputs the fast kernels skip)
+# --------------------------------------------------------------------------------------------------------
+
+# torchvision.transforms.v2.RandAugment's ops in its order (the order the random op choice indexes):
+# name -> (largest magnitude, signed). Level L of B bins gives linspace(0, largest, B)[L]; "translate" is a
+# fraction 150/331 of the side. Posterize (bits 8 -> 4) and Solarize (threshold 1 -> 0) grow in severity
+# with the level, as timm's "inc1" variants do. Source: torchvision/transforms/v2/_auto_augment.py.
+_OPS: dict[str, tuple[float | None, bool]] = {
+    "Identity": (None, False),
+    "ShearX": (0.3, True),
+    "ShearY": (0.3, True),
+    "TranslateX": (150.0 / 331.0, True),
+    "TranslateY": (150.0 / 331.0, True),
+    "Rotate": (30.0, True),
+    "Brightness": (0.9, True),
+    "Color": (0.9, True),
+    "Contrast": (0.9, True),
+    "Sharpness": (0.9, True),
+    "Posterize": (4.0, False),
+    "Solarize": (1.0, False),
+    "AutoContrast": (None, False),
+    "Equalize": (None, False),
+}
+RAND_AUGMENT_OPS: tuple[str, ...] = tuple(_OPS)
+
+
+def op_magnitude(name: str, level: float, num_bins: int, height: int, width: int) -> float:
+    """The unsigned magnitude of op ``name`` at ``level`` (``0 .. num_bins - 1``, fractional with mstd).
+
+    Integer levels give torchvision's float32 ``linspace`` values exactly (the same pixels as
+    ``v2.RandAugment``); fractional levels interpolate between its neighbours.
+    """
+    largest, _ = _OPS[name]
+    if largest is None:
+        return 0.0
+    if name == "Posterize":  # torchvision: (8 - level / ((bins - 1) / 4)).round().int(), in float32
+        return float((8 - torch.tensor(level, dtype=torch.float32) / ((num_bins - 1) / 4)).round().int())
+    if name == "Solarize":
+        values = torch.linspace(1.0, 0.0, num_bins)
+    else:
+        side = width if name == "TranslateX" else height
+        values = torch.linspace(0.0, largest * side if name.startswith("Translate") else largest, num_bins)
+    low = min(int(math.floor(level)), num_bins - 1)
+    high = min(low + 1, num_bins - 1)
+    fraction = level - low
+    value = float(values[low])
+    return value if fraction == 0 else value + (float(values[high]) - value) * fraction
+
+
+def _max_value(image: Any) -> float:
+    if isinstance(image, torch.Tensor):
+        return 1.0 if image.is_floating_point() else float(torch.iinfo(image.dtype).max)
+    return 255.0  # PIL
+
+
+def torchvision_op(image: Any, name: str, magnitude: float, interpolation: Any, fill: Any) -> Any:
+    """Op ``name`` with signed ``magnitude`` through torchvision's public functional kernels, exactly as
+    ``v2.RandAugment`` applies it (shears about the top-left corner with ``tan``-converted angles, integer
+    translations, ``1 + magnitude`` enhancement factors)."""
+    if name == "Identity":
+        return image
+    if name in ("ShearX", "ShearY"):
+        angle = math.degrees(math.atan(magnitude))
+        shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
+        return F.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=interpolation,
+                        fill=fill, center=[0, 0])
+    if name in ("TranslateX", "TranslateY"):
+        translate = [int(magnitude), 0] if name == "TranslateX" else [0, int(magnitude)]
+        return F.affine(image, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0],
+                        interpolation=interpolation, fill=fill)
+    if name == "Rotate":
+        return F.rotate(image, angle=magnitude, interpolation=interpolation, fill=fill)
+    if name == "Brightness":
+        return F.adjust_brightness(image, brightness_factor=1.0 + magnitude)
+    if name == "Color":
+        return F.adjust_saturation(image, saturation_factor=1.0 + magnitude)
+    if name == "Contrast":
+        return F.adjust_contrast(image, contrast_factor=1.0 + magnitude)
+    if name == "Sharpness":
+        return F.adjust_sharpness(image, sharpness_factor=1.0 + magnitude)
+    if name == "Posterize":
+        return F.posterize(image, bits=int(magnitude))
+    if name == "Solarize":
+        return F.solarize(image, threshold=_max_value(image) * magnitude)
+    if name == "AutoContrast":
+        return F.autocontrast(image)
+    if name == "Equalize":
+        return F.equalize(image)
+    raise ValueError(f"unknown RandAugment op {name!r}; expected one of {RAND_AUGMENT_OPS}")
+
+
+class FastRandAugment(torch.nn.Module):
+    """RandAugment with torchvision's ops, magnitudes and random stream, OpenCV uint8 kernels, and timm's
+    magnitude noise.
+
+    Args:
+        num_ops: ops applied in sequence, each drawn uniformly from :data:`RAND_AUGMENT_OPS`.
+        magnitude: level ``m`` in ``0 .. num_magnitude_bins - 1`` (with 11 bins, timm's ``m`` of 10).
+        num_magnitude_bins: levels of the magnitude scale.
+        magnitude_std: timm's ``mstd`` (``rand-m9-mstd0.5``): each op application draws its level from
+            ``N(m, mstd)`` clipped to ``[0, num_magnitude_bins - 1]`` (timm: ``[0, 10]``); above 100 (or inf)
+            the level is uniform in ``[0, m]``, as timm's ``rand_augment_transform``. 0: the fixed level ``m``.
+        interpolation, fill: for the geometric ops (fast kernels for nearest / zero fill).
+
+    Random stream, per op: ``torch.randint`` picks the op; with ``magnitude_std > 0``, ``torch.randn`` (or
+    ``torch.rand`` for the uniform variant) draws the level; a signed op then flips its sign when
+    ``torch.rand() <= 0.5``. With ``magnitude_std=0`` these are exactly ``v2.RandAugment``'s draws, so a
+    seed picks the same ops and magnitudes. Input: uint8 ``[..., 3, H, W]`` tensor, ``tv_tensors.Image`` or
+    ``tv_tensors.Video`` (every frame gets the same ops and magnitudes); output: the same shape and type,
+    channels-last memory. Other inputs (float, grayscale, PIL) and geometric ops with another interpolation
+    or fill run torchvision's kernels.
     """
 
-    def _apply_image_or_video_transform(self, image, transform_id, magnitude, interpolation, fill):  # noqa: ANN001, ANN201
+    def __init__(
+        self,
+        num_ops: int = 2,
+        magnitude: int = 9,
+        num_magnitude_bins: int = 31,
+        magnitude_std: float = 0.0,
+        interpolation: v2.InterpolationMode = v2.InterpolationMode.NEAREST,
+        fill: float | Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_ops, int) or num_ops < 0:
+            raise ValueError(f"num_ops must be a non-negative integer, got {num_ops!r}")
+        if not 0 <= magnitude < num_magnitude_bins:
+            raise ValueError(f"magnitude must be in [0, {num_magnitude_bins - 1}], got {magnitude}")
+        if not magnitude_std >= 0:
+            raise ValueError(f"magnitude_std must be >= 0, got {magnitude_std}")
+        self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
+        self.magnitude_std = magnitude_std
+        self.interpolation = v2.InterpolationMode(interpolation)
+        self.fill = fill
+
+    def draw_level(self) -> float:
+        """The level of one op application: ``m``, or timm's noisy ``m`` (see the class docstring)."""
+        if self.magnitude_std <= 0:
+            return float(self.magnitude)
+        if self.magnitude_std > 100:  # timm: mstd > 100 means uniform sampling in [0, m]
+            return float(torch.rand(())) * self.magnitude
+        level = self.magnitude + self.magnitude_std * float(torch.randn(()))
+        return min(max(level, 0.0), float(self.num_magnitude_bins - 1))
+
+    def forward(self, image: Any) -> Any:
+        height, width = F.get_size(image)
+        for _ in range(self.num_ops):
+            name = RAND_AUGMENT_OPS[int(torch.randint(len(RAND_AUGMENT_OPS), ()))]
+            largest, signed = _OPS[name]
+            magnitude = 0.0
+            if largest is not None:
+                magnitude = op_magnitude(name, self.draw_level(), self.num_magnitude_bins, height, width)
+                if signed and torch.rand(()) <= 0.5:
+                    magnitude = -magnitude
+            image = self.apply_op(image, name, magnitude)
+        return image
+
+    def apply_op(self, image: Any, name: str, magnitude: float) -> Any:
+        """Op ``name`` with signed ``magnitude``: torchvision's pixels (see the module docstring)."""
         fast = (
             isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim >= 3 and image.shape[-3] == 3
         )
-        fill_value = _get_fill(fill, type(image)) if isinstance(fill, dict) else fill
-        if fast and transform_id in _GEOMETRIC:
-            if v2.InterpolationMode(interpolation) != v2.InterpolationMode.NEAREST or fill_value not in (None, 0):
-                fast = False
-        if not fast or transform_id in ("Identity", "Posterize") or image.numel() == 0:
-            return super()._apply_image_or_video_transform(image, transform_id, magnitude, interpolation, fill)
+        if fast and name in _GEOMETRIC:
+            fast = self.interpolation == v2.InterpolationMode.NEAREST and self.fill in (None, 0)
+        if not fast or name in ("Identity", "Posterize") or image.numel() == 0:
+            return torchvision_op(image, name, magnitude, self.interpolation, self.fill)
         configure_cv2()
         data = image.as_subclass(torch.Tensor)
         frames = _frames(data)
-        if transform_id in _GEOMETRIC:
-            result = _geometric(frames, transform_id, magnitude, self)
-        elif transform_id == "Brightness":
+        if name in _GEOMETRIC:
+            result = _geometric(frames, name, magnitude)
+        elif name == "Brightness":
             result = _brightness(frames, 1.0 + magnitude)
-        elif transform_id == "Color":
+        elif name == "Color":
             result = _color(frames, 1.0 + magnitude)
-        elif transform_id == "Contrast":
+        elif name == "Contrast":
             result = _contrast(frames, 1.0 + magnitude)
-        elif transform_id == "Sharpness":
+        elif name == "Sharpness":
             if frames.shape[1] <= 2 or frames.shape[2] <= 2:
                 return image  # torchvision leaves images this small unchanged
             result = _sharpness(frames, 1.0 + magnitude)
-        elif transform_id == "AutoContrast":
+        elif name == "AutoContrast":
             result = _autocontrast(frames)
-        elif transform_id == "Equalize":
+        elif name == "Equalize":
             result = _equalize(frames)
-        elif transform_id == "Solarize":
+        elif name == "Solarize":
             result = _solarize(frames, 255.0 * magnitude)
-        else:  # an op added by a future torchvision: its own kernel
-            return super()._apply_image_or_video_transform(image, transform_id, magnitude, interpolation, fill)
+        else:
+            raise ValueError(f"unknown RandAugment op {name!r}; expected one of {RAND_AUGMENT_OPS}")
         output = _to_clip(result, data)
         return tv_tensors.wrap(output, like=image) if isinstance(image, tv_tensors.TVTensor) else output

@@ -229,11 +229,13 @@ class RandomErasingSameBox(torch.nn.Module):
         return video
 
 
-def _rand_augment(num_ops: int, magnitude: int, num_magnitude_bins: int) -> v2.RandAugment | None:
+def _rand_augment(num_ops: int, magnitude: int, num_magnitude_bins: int, mstd: float) -> FastRandAugment | None:
     if num_ops <= 0:
         return None
-    # torchvision's RandAugment (same ops, magnitudes, random stream and pixels) with faster uint8 kernels.
-    return FastRandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+    # torchvision's RandAugment (same ops, magnitudes, random stream and pixels) with faster uint8 kernels,
+    # plus timm's magnitude noise when mstd > 0.
+    return FastRandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins,
+                           magnitude_std=mstd)
 
 
 class VideoTrainTransform(torch.nn.Module):
@@ -248,6 +250,8 @@ class VideoTrainTransform(torch.nn.Module):
         rand_augment_ops, rand_augment_magnitude, rand_augment_bins: torchvision RandAugment, applied to the
             uint8 clip as one ``tv_tensors.Video`` so every frame gets the same ops and magnitudes. Defaults
             follow Hiera's ``rand-m7-n4`` (4 ops, magnitude 7 of 10). ``rand_augment_ops=0`` disables it.
+        rand_augment_mstd: timm's magnitude noise (``mstd``): each op's level ~ N(m, mstd) clipped to
+            [0, 10]; drawn once per clip and op, so all frames still share it (0: the fixed level).
         erase_prob: random erasing probability (one box for the whole clip).
         mean, std: normalisation (Kinetics defaults 0.45 / 0.225).
 
@@ -269,6 +273,7 @@ class VideoTrainTransform(torch.nn.Module):
         rand_augment_ops: int = 4,
         rand_augment_magnitude: int = 7,
         rand_augment_bins: int = 11,
+        rand_augment_mstd: float = 0.0,
         erase_prob: float = 0.25,
         mean: Sequence[float] = KINETICS_MEAN,
         std: Sequence[float] = KINETICS_STD,
@@ -282,7 +287,9 @@ class VideoTrainTransform(torch.nn.Module):
         else:
             raise ValueError(f"crop must be 'random_resized' or 'short_side_jitter', got {crop!r}")
         self.hflip = v2.RandomHorizontalFlip(hflip) if hflip > 0 else None
-        self.rand_augment = _rand_augment(rand_augment_ops, rand_augment_magnitude, rand_augment_bins)
+        self.rand_augment = _rand_augment(
+            rand_augment_ops, rand_augment_magnitude, rand_augment_bins, rand_augment_mstd
+        )
         self.normalize = NormalizeToFloat(mean, std, video_to_cthw=True)
         self.erase = RandomErasingSameBox(erase_prob) if erase_prob > 0 else None
 
@@ -377,6 +384,7 @@ class ImageTrainTransform(torch.nn.Module):
         rand_augment_ops: int = 2,
         rand_augment_magnitude: int = 9,
         rand_augment_bins: int = 11,
+        rand_augment_mstd: float = 0.0,
         erase_prob: float = 0.25,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -384,7 +392,9 @@ class ImageTrainTransform(torch.nn.Module):
         super().__init__()
         self.crop = v2.RandomResizedCrop(crop_size, scale=scale, ratio=ratio, antialias=True)
         self.hflip = v2.RandomHorizontalFlip(hflip) if hflip > 0 else None
-        self.rand_augment = _rand_augment(rand_augment_ops, rand_augment_magnitude, rand_augment_bins)
+        self.rand_augment = _rand_augment(
+            rand_augment_ops, rand_augment_magnitude, rand_augment_bins, rand_augment_mstd
+        )
         self.normalize = NormalizeToFloat(mean, std, video_to_cthw=False)
         self.erase = RandomErasingSameBox(erase_prob) if erase_prob > 0 else None
 

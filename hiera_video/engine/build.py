@@ -6,12 +6,19 @@ build them here from a :class:`~hiera_video.config.Config`:
 * :func:`check_config` validates a run *before* anything heavy (model name, architecture vs. job, input
   size vs. patch/mask-unit grid, data root and list files) and raises :class:`ConfigError` naming the key;
 * :func:`build_model` creates the registered model with the data's input size and number of classes;
-* :func:`build_dataset` / :func:`read_class_names` wrap the data layer's datasets and transforms;
+* :func:`train_pipeline` is the one builder of training data (clip sampler, augmentation, dataset, collate)
+  for train and pretrain, and :func:`eval_dataset` of the multi-view test set; ``data.format`` selects how a
+  split is read (``list`` files, official ``kinetics_csv``, ``ssv2_json``, ``class_folders``,
+  ``image_folders``) and ``data.train_sampler`` / ``eval.sampler`` which frames make a clip;
+  :func:`read_class_names` gives the label order;
 * :func:`prepare_synthetic` generates the demo / test sets into the data root when asked to.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,16 +27,23 @@ import torch.nn as nn
 from hiera_video.config import Config, ConfigError
 
 __all__ = [
-    "build_dataset",
+    "TrainPipeline",
     "build_model",
-    "load_trained",
-    "train_collate",
     "check_config",
+    "dataset_format",
+    "eval_dataset",
+    "has_split",
     "input_size",
+    "load_trained",
     "model_overrides",
     "prepare_synthetic",
     "read_class_names",
+    "train_clip_sampler",
+    "train_pipeline",
+    "train_transform",
 ]
+
+logger = logging.getLogger(__name__)
 
 Job = Literal["train", "pretrain", "eval", "predict"]
 
@@ -107,6 +121,16 @@ def build_model(cfg: Config, num_classes: int | None = None, class_names: list[s
 
 # ------------------------------------------------------------------------------------------------ data
 
+#: ``data.format`` values whose splits are annotation files named by ``data.{train,val,test}_list``; the
+#: others are folders named by ``data.{train,val,test}_split``.
+FILE_FORMATS = ("list", "kinetics_csv", "ssv2_json")
+_FILE_KIND = {"list": "list file", "kinetics_csv": "Kinetics CSV", "ssv2_json": "SSv2 annotation JSON"}
+
+
+def dataset_format(cfg: Config) -> str:
+    """``data.format``, or its default: ``list`` for videos, ``image_folders`` for images."""
+    return cfg.data.format or ("list" if cfg.data.kind == "video" else "image_folders")
+
 
 def _root(cfg: Config) -> Path:
     if cfg.data.root is None:
@@ -114,32 +138,81 @@ def _root(cfg: Config) -> Path:
     return Path(cfg.data.root)
 
 
+def _split_key(cfg: Config, split: str) -> str:
+    return f"data.{split}_list" if dataset_format(cfg) in FILE_FORMATS else f"data.{split}_split"
+
+
 def _split_source(cfg: Config, split: str) -> Path:
-    """The list file (video) or class-per-folder directory (image) of ``split`` (train / val / test)."""
-    root = _root(cfg)
-    if cfg.data.kind == "video":
-        name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
+    """The annotation file (list, Kinetics CSV, SSv2 JSON) or folder (class / image folders) of ``split``."""
+    d, root = cfg.data, _root(cfg)
+    if dataset_format(cfg) in FILE_FORMATS:
+        name = {"train": d.train_list, "val": d.val_list, "test": d.test_list}[split]
         if name is None:
             raise ConfigError(f"data.{split}_list is not set")
         return root / name
-    name = {"train": cfg.data.train_split, "val": cfg.data.val_split, "test": cfg.data.val_split}[split]
-    return root / name
+    folder = {"train": d.train_split, "val": d.val_split, "test": d.test_split or d.val_split}[split]
+    return root / folder
+
+
+def _video_dir(cfg: Config) -> Path:
+    return _root(cfg) / cfg.data.video_dir
+
+
+def has_split(cfg: Config, split: str) -> bool:
+    """Whether the dataset has ``split`` on disk (e.g. an optional validation set for pretraining)."""
+    try:
+        source = _split_source(cfg, split)
+    except ConfigError:
+        return False
+    return source.is_file() if dataset_format(cfg) in FILE_FORMATS else source.is_dir()
+
+
+def check_data_config(cfg: Config) -> None:
+    """Format, kind and clip-sampler settings agree (no file access)."""
+    d, fmt = cfg.data, dataset_format(cfg)
+    if d.kind == "image" and fmt != "image_folders":
+        raise ConfigError(f"data.format: {fmt!r} holds videos but data.kind is 'image'; use image_folders")
+    if d.kind == "video" and fmt == "image_folders":
+        raise ConfigError("data.format: image_folders holds images but data.kind is 'video'; set data.kind=image")
+    if d.kind == "image":
+        if d.train_sampler != "random" or d.repeated_aug > 1:
+            raise ConfigError("data.train_sampler / data.repeated_aug choose clips of videos; for images use "
+                              "data.train_sampler=random and data.repeated_aug=1")
+        if cfg.eval.sampler == "segment":
+            raise ConfigError("eval.sampler=segment chooses frames of videos; use auto or uniform for images")
+    if d.train_sampler == "random" and d.repeated_aug > 1:
+        raise ConfigError(f"data.repeated_aug={d.repeated_aug} draws several clips per video: set "
+                          "data.train_sampler=repeated (or segment), or data.repeated_aug=1")
+    if d.train_sampler == "repeated" and d.repeated_aug < 2:
+        raise ConfigError(f"data.train_sampler=repeated needs data.repeated_aug >= 2 clips per video, got "
+                          f"{d.repeated_aug}; use data.train_sampler=random for one clip")
+    if not 0.0 <= d.randaug_mstd:
+        raise ConfigError(f"data.randaug_mstd must be >= 0 (0: fixed magnitude), got {d.randaug_mstd}")
+    if fmt == "ssv2_json" and d.labels_file is None:
+        raise ConfigError("data.labels_file: the ssv2_json format needs the class file, e.g. "
+                          "data.labels_file=labels/something-something-v2-labels.json")
 
 
 def check_data(cfg: Config, splits: tuple[str, ...]) -> None:
-    """The data root and the splits' list files / folders exist (synthetic data is generated later)."""
+    """The data root and the splits' annotation files / folders exist (synthetic data is generated later)."""
+    check_data_config(cfg)
     if cfg.data.synthetic is not None:
         return
     root = _root(cfg)
     if not root.is_dir():
         raise ConfigError(f"data.root: dataset folder {str(root)!r} does not exist")
+    fmt = dataset_format(cfg)
     for split in splits:
         source = _split_source(cfg, split)
-        key = f"data.{split}_list" if cfg.data.kind == "video" else f"data.{split}_split"
-        if cfg.data.kind == "video" and not source.is_file():
-            raise ConfigError(f"{key}: list file {str(source)!r} does not exist")
-        if cfg.data.kind == "image" and not source.is_dir():
-            raise ConfigError(f"{key}: image folder {str(source)!r} does not exist")
+        if fmt in FILE_FORMATS and not source.is_file():
+            raise ConfigError(f"{_split_key(cfg, split)}: {_FILE_KIND[fmt]} {str(source)!r} does not exist")
+        if fmt not in FILE_FORMATS and not source.is_dir():
+            what = "image folder" if fmt == "image_folders" else "video folder"
+            raise ConfigError(f"{_split_key(cfg, split)}: {what} {str(source)!r} does not exist")
+    if fmt in ("kinetics_csv", "ssv2_json") and not _video_dir(cfg).is_dir():
+        raise ConfigError(f"data.video_dir: video folder {str(_video_dir(cfg))!r} does not exist")
+    if cfg.data.labels_file is not None and not (root / cfg.data.labels_file).is_file():
+        raise ConfigError(f"data.labels_file: {str(root / cfg.data.labels_file)!r} does not exist")
 
 
 def check_config(cfg: Config, job: Job, splits: tuple[str, ...] = ()) -> None:
@@ -153,8 +226,6 @@ def check_config(cfg: Config, job: Job, splits: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     if cfg.data.kind == "video" and cfg.data.num_frames < 1:
         raise ConfigError(f"data.num_frames must be at least 1, got {cfg.data.num_frames}")
-    if cfg.data.kind == "image" and cfg.data.repeated_aug > 1:
-        raise ConfigError("data.repeated_aug > 1 is implemented for videos (K clips per decode); use 1 for images")
     if cfg.eval.num_crops not in (1, 3):
         raise ConfigError(f"eval.num_crops must be 1 or 3, got {cfg.eval.num_crops}")
     if cfg.model.pretrained is not None and not _looks_remote(cfg.model.pretrained):
@@ -200,19 +271,32 @@ def prepare_synthetic(cfg: Config, default_root: Path) -> Config:
 
 
 def read_class_names(cfg: Config) -> list[str]:
-    """Class names in label order: ``classes.txt`` in the root, else the image folders, else label ids."""
-    root = _root(cfg)
+    """Class names in label order.
+
+    ``data.labels_file`` when set (SSv2's ``labels.json``, a names file, SlowFast's ``classids.json``), else
+    ``classes.txt`` in the root, else by format: the sorted class folders of the training split (class /
+    image folders), the sorted labels of the training CSV (Kinetics: the SlowFast / MAE-ST / Hiera
+    convention), label ids up to the largest in the training list (list files).
+    """
+    from hiera_video.data.annotations import read_class_names as read_names_file
+
+    root, fmt = _root(cfg), dataset_format(cfg)
     listed = root / "classes.txt"
-    if listed.is_file():
-        names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
-    elif cfg.data.kind == "image":
+    if cfg.data.labels_file is not None:
+        names = read_names_file(root / cfg.data.labels_file)
+    elif listed.is_file():
+        names = read_names_file(listed)
+    elif fmt in ("image_folders", "class_folders"):
         names = sorted(p.name for p in _split_source(cfg, "train").iterdir() if p.is_dir())
+    elif fmt == "kinetics_csv":
+        import csv
+
+        with open(_split_source(cfg, "train"), newline="", encoding="utf-8") as handle:
+            names = sorted({row["label"] for row in csv.DictReader(handle) if row.get("label")})
+    elif fmt == "ssv2_json":  # pragma: no cover - check_data_config requires data.labels_file
+        raise ConfigError("data.labels_file is required for ssv2_json")
     else:
-        labels = set()
-        for line in _split_source(cfg, "train").read_text().splitlines():
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) == 2:
-                labels.add(int(parts[1]))
+        labels = {record.label for record in _records(cfg, "train", None) if record.label >= 0}
         names = [str(i) for i in range(max(labels) + 1)] if labels else []
     if cfg.data.num_classes is not None:
         if len(names) > cfg.data.num_classes:
@@ -223,67 +307,144 @@ def read_class_names(cfg: Config) -> list[str]:
     return names
 
 
-def build_dataset(cfg: Config, split: str, train: bool, class_names: list[str] | None = None) -> Any:
-    """A data-layer dataset for ``split`` configured from ``cfg.data`` (and ``cfg.eval`` for test views).
+def _records(cfg: Config, split: str, class_names: list[str] | None) -> list[Any]:
+    """The videos of ``split`` as :class:`~hiera_video.data.annotations.VideoRecord` s, read in its format."""
+    from hiera_video.data import annotations
 
-    ``train=True``: items ``(clip [C, T, H, W], label, index)`` (``[K, C, T, H, W]`` with repeated
-    augmentation K, see :func:`train_collate`); ``train=False``: ``(views [V, C, T, H, W], label, index,
-    valid)`` with ``V = eval.num_clips x eval.num_crops``. Images: ``[C, H, W]`` (one view at test time).
-    Per-sample randomness is seeded by ``(train.seed, epoch, index)`` inside the data layer.
+    source, fmt = _split_source(cfg, split), dataset_format(cfg)
+    try:
+        if fmt == "list":
+            return annotations.read_list_file(source, _root(cfg))
+        if fmt == "kinetics_csv":
+            return annotations.read_kinetics_csv(source, _video_dir(cfg), class_names)[0]
+        if fmt == "ssv2_json":
+            return annotations.read_ssv2(source, _root(cfg) / str(cfg.data.labels_file), _video_dir(cfg))[0]
+        return annotations.scan_class_folders(
+            source, annotations.VIDEO_EXTENSIONS, class_names, allow_missing=True
+        )[0]
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{_split_key(cfg, split)}: cannot read the {fmt} split {str(source)!r}: {err}") from err
+
+
+def _geometry(cfg: Config) -> dict[str, Any]:
+    d = cfg.data
+    return dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, target_fps=d.target_fps)
+
+
+def train_clip_sampler(cfg: Config) -> Any:
+    """``data.train_sampler``: which frames of a video make up its training clip(s).
+
+    ``random``: one uniformly random 16x4-style clip; ``repeated``: ``data.repeated_aug`` clips per decoded
+    video (MAE-ST's repeated sampling; one shared start with ``repeated_aug_same_start``); ``segment``: one
+    random frame from each of ``num_frames`` equal segments of the whole video (TSN; the SSv2 recipes),
+    ``repeated_aug`` such draws per video.
     """
-    from hiera_video.data.datasets import ImageFolderDataset, VideoDataset
-    from hiera_video.data.transforms import (
-        ImageEvalTransform,
-        ImageTrainTransform,
-        VideoEvalTransform,
-        VideoTrainTransform,
-    )
+    from hiera_video.data.clip_sampling import RandomClipSampler, SegmentClipSampler
 
     d = cfg.data
-    names = class_names if class_names is not None else read_class_names(cfg)
-    source = _split_source(cfg, split)
+    if d.train_sampler == "segment":
+        return SegmentClipSampler(num_frames=d.num_frames, random=True, num_clips=max(1, d.repeated_aug))
+    if d.train_sampler == "repeated":
+        return RandomClipSampler(**_geometry(cfg), num_clips=d.repeated_aug, same_start=d.repeated_aug_same_start)
+    return RandomClipSampler(**_geometry(cfg), num_clips=1)
+
+
+def eval_sampler_kind(cfg: Config) -> str:
+    """``eval.sampler`` resolved: ``segment`` follows a segment-trained recipe, otherwise ``uniform``."""
+    if cfg.eval.sampler != "auto":
+        return cfg.eval.sampler
+    return "segment" if cfg.data.train_sampler == "segment" else "uniform"
+
+
+def _eval_views(cfg: Config) -> tuple[Any, Any]:
+    """Clip sampler and transform of the multi-view test (``eval.num_clips`` x ``eval.num_crops`` views).
+
+    The one place the engine builds test views; predict and extract take theirs from ``eval_pipeline``
+    (engine/pipeline.py), which builds the same pieces from the same keys.
+    """
+    from hiera_video.data.clip_sampling import SegmentClipSampler, UniformClipSampler
+    from hiera_video.data.transforms import ImageEvalTransform, VideoEvalTransform
+
+    d = cfg.data
     mean, std = tuple(d.mean), tuple(d.std)
     if d.kind == "image":
-        if train:
-            transform: Any = ImageTrainTransform(
-                crop_size=d.crop_size, scale=(d.train_scale[0], d.train_scale[1]), hflip=0.5 if d.hflip else 0.0,
-                rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m, erase_prob=d.erase_prob,
-                mean=mean, std=std,
-            )
-        else:
-            transform = ImageEvalTransform(crop_size=d.crop_size, resize_size=d.test_short_side, mean=mean, std=std)
-        return ImageFolderDataset(source, train=train, transform=transform, classes=names, seed=cfg.train.seed)
-
-    from hiera_video.data.clip_sampling import RandomClipSampler, UniformClipSampler
-
-    geometry = dict(num_frames=d.num_frames, sampling_rate=d.sampling_rate, target_fps=d.target_fps)
-    if train:
-        sampler: Any = RandomClipSampler(
-            **geometry, num_clips=max(1, d.repeated_aug), same_start=d.repeated_aug_same_start
-        )
-        transform = VideoTrainTransform(
-            crop_size=d.crop_size, crop=d.train_crop, scale=(d.train_scale[0], d.train_scale[1]),
-            hflip=0.5 if d.hflip else 0.0, rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m,
-            erase_prob=d.erase_prob, mean=mean, std=std,
-        )
+        return None, ImageEvalTransform(crop_size=d.crop_size, resize_size=d.test_short_side, mean=mean, std=std)
+    if eval_sampler_kind(cfg) == "segment":
+        sampler: Any = SegmentClipSampler(num_frames=d.num_frames, random=False, num_clips=cfg.eval.num_clips)
     else:
-        sampler = UniformClipSampler(**geometry, num_clips=cfg.eval.num_clips)
-        transform = VideoEvalTransform(
-            crop_size=d.crop_size, short_side=d.test_short_side, num_crops=cfg.eval.num_crops, mean=mean, std=std
-        )
-    return VideoDataset.from_list_file(
-        source, root=_root(cfg), train=train, clip_sampler=sampler, transform=transform, backend=d.decoder,
-        seed=cfg.train.seed, classes=names,
+        sampler = UniformClipSampler(**_geometry(cfg), num_clips=cfg.eval.num_clips)
+    transform = VideoEvalTransform(
+        crop_size=d.crop_size, short_side=d.test_short_side, num_crops=cfg.eval.num_crops, mean=mean, std=std
     )
+    return sampler, transform
 
 
-def train_collate(cfg: Config) -> Any:
-    """The training collate function: repeated-augmentation clips flattened into the batch when K > 1."""
-    if cfg.data.kind == "video" and cfg.data.repeated_aug > 1:
-        from hiera_video.data.datasets import collate_repeated
+def train_transform(cfg: Config) -> Any:
+    """The training augmentation of ``cfg.data`` (crop, flip, RandAugment with mstd, erasing, normalisation)."""
+    from hiera_video.data.transforms import ImageTrainTransform, VideoTrainTransform
 
-        return collate_repeated
-    return None
+    d = cfg.data
+    common = dict(
+        crop_size=d.crop_size, scale=(d.train_scale[0], d.train_scale[1]), hflip=0.5 if d.hflip else 0.0,
+        rand_augment_ops=d.randaug_n, rand_augment_magnitude=d.randaug_m, rand_augment_mstd=d.randaug_mstd,
+        erase_prob=d.erase_prob, mean=tuple(d.mean), std=tuple(d.std),
+    )
+    if d.kind == "image":
+        return ImageTrainTransform(**common)
+    if d.hflip and dataset_format(cfg) == "ssv2_json":
+        logger.warning("data.hflip=true on SSv2: flips swap labels such as 'left to right'; the recipes use false")
+    return VideoTrainTransform(crop=d.train_crop, **common)
+
+
+@dataclass
+class TrainPipeline:
+    """What a training job iterates: the dataset with its clip sampler and transform, and the collate.
+
+    ``dataset[i]`` is ``(clip [C, T, H, W], label, index)`` (``[K, C, T, H, W]`` with K clips per video, which
+    ``collate_fn`` flattens into the batch); images ``[C, H, W]``. Per-sample randomness is seeded inside the
+    data layer by ``(train.seed, epoch, index)``; the loop calls ``dataset.set_epoch``.
+    """
+
+    dataset: Any
+    collate_fn: Callable[[list[Any]], Any] | None
+    clip_sampler: Any  # None for images
+    transform: Any
+    class_names: list[str]
+
+
+def train_pipeline(cfg: Config, class_names: list[str] | None = None) -> TrainPipeline:
+    """The one builder of training data (train and pretrain): sampler + transform + dataset + collate."""
+    from hiera_video.data.datasets import ImageFolderDataset, VideoDataset, collate_repeated
+
+    names = class_names if class_names is not None else read_class_names(cfg)
+    transform = train_transform(cfg)
+    if cfg.data.kind == "image":
+        dataset = ImageFolderDataset(_split_source(cfg, "train"), train=True, transform=transform, classes=names,
+                                     seed=cfg.train.seed, allow_missing_classes=True)
+        return TrainPipeline(dataset, None, None, transform, names)
+    sampler = train_clip_sampler(cfg)
+    dataset = VideoDataset(
+        _records(cfg, "train", names), train=True, clip_sampler=sampler, transform=transform,
+        backend=cfg.data.decoder, seed=cfg.train.seed, classes=names,
+    )
+    collate = collate_repeated if sampler.num_clips > 1 else None
+    return TrainPipeline(dataset, collate, sampler, transform, names)
+
+
+def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None) -> Any:
+    """The test-view dataset of ``split``: items ``(views [V, C, T, H, W], label, index, valid)`` (images
+    ``[1, C, H, W]``), ``V = eval.num_clips x eval.num_crops``; collate with ``data.datasets.collate_eval``."""
+    from hiera_video.data.datasets import ImageFolderDataset, VideoDataset
+
+    names = class_names if class_names is not None else read_class_names(cfg)
+    sampler, transform = _eval_views(cfg)
+    if cfg.data.kind == "image":
+        return ImageFolderDataset(_split_source(cfg, split), train=False, transform=transform, classes=names,
+                                  seed=cfg.train.seed, allow_missing_classes=True)
+    return VideoDataset(
+        _records(cfg, split, names), train=False, clip_sampler=sampler, transform=transform,
+        backend=cfg.data.decoder, seed=cfg.train.seed, classes=names,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ trained

@@ -1,18 +1,20 @@
 """Multi-view evaluation: per-video softmax averaged over clips x crops, top-1/top-5, per-class accuracy.
 
-A test dataset item is ``(views, label, index)`` with ``views`` ``[V, C, T, H, W]`` (V = temporal clips x
-spatial crops; images: ``[V, C, H, W]``), or a single view without the V axis. :func:`evaluate` runs every
-view, averages the softmax probabilities per video (the protocol of the Hiera / MAE-ST papers), shards the
-videos over ranks and gathers the scores on every rank. Videos that cannot be decoded are excluded from the
+A test dataset is the data layer's (``VideoDataset`` / ``ImageFolderDataset`` with ``train=False``, built by
+:func:`hiera_video.engine.build.eval_dataset`): items ``(views, label, index, valid)`` with ``views``
+``[V, C, T, H, W]`` (V = temporal clips x spatial crops; images ``[1, C, H, W]``), batched by the data
+layer's :func:`~hiera_video.data.datasets.collate_eval`. :func:`evaluate` runs every view, averages the
+softmax probabilities per video (the protocol of the Hiera / MAE-ST papers), shards the videos over ranks and
+gathers the scores on every rank. Items that cannot be decoded (``valid=False``) are excluded from the
 accuracy, counted and listed, so one corrupt file does not stop an evaluation of thousands.
 
 :func:`write_report` saves ``metrics.json`` (everything, including per-class accuracy and the confusion
-matrix) and ``confusion.png``.
+matrix) and ``confusion.png``; :func:`write_predictions` one JSON line per video (path, label, averaged
+probabilities, top-5) for error analysis.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,13 +24,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from hiera_video.engine.distributed import DistInfo, all_gather_objects
 from hiera_video.engine.logging import progress
 from hiera_video.fileio import atomic_write_text
 
-__all__ = ["EvalResult", "SkipUnreadable", "evaluate", "plot_confusion", "write_report"]
+__all__ = ["EvalResult", "evaluate", "plot_confusion", "write_predictions", "write_report"]
 
 
 @dataclass
@@ -45,6 +47,8 @@ class EvalResult:
     failed: list[dict[str, str]] = field(default_factory=list)  # unreadable items: index, path, error
     probs: torch.Tensor | None = None  # [N, num_classes] averaged softmax, in dataset order of `indices`
     indices: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # true labels of `indices`
+    paths: list[str] = field(default_factory=list)  # files of `indices`
 
     def metrics(self) -> dict[str, Any]:
         """JSON-friendly summary (without the probability matrix)."""
@@ -59,66 +63,6 @@ class EvalResult:
             "confusion_matrix": self.confusion,
             "failed": self.failed,
         }
-
-
-class SkipUnreadable(Dataset):
-    """Turns an exception in ``dataset[i]`` into a marker so evaluation can go on without that item."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: Any) -> Any:
-        index = key[0] if isinstance(key, tuple) else key
-        try:
-            return self.dataset[key]
-        except Exception as err:  # noqa: BLE001 - any decode error: report it and keep evaluating
-            return _Failed(int(index), _item_path(self.dataset, int(index)), f"{type(err).__name__}: {err}")
-
-
-@dataclass
-class _Failed:
-    index: int
-    path: str
-    error: str
-
-
-def _item_path(dataset: Any, index: int) -> str:
-    inner = getattr(dataset, "dataset", dataset)
-    records = getattr(inner, "records", None)
-    if records is not None and 0 <= index < len(records):
-        return str(getattr(records[index], "path", records[index]))
-    for attr in ("path_of", "get_path"):
-        fn = getattr(inner, attr, None)
-        if callable(fn):
-            return str(fn(index))
-    samples = getattr(inner, "samples", None)
-    if samples is not None and index < len(samples):
-        item = samples[index]
-        return str(item[0] if isinstance(item, (tuple, list)) else item)
-    return f"#{index}"
-
-
-def _collate(items: list[Any], dataset: Any = None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor,
-                                                              list[_Failed]]:
-    """Stack readable items; unreadable ones (exception, or the data layer's ``valid=False``) are set aside."""
-    failed = [it for it in items if isinstance(it, _Failed)]
-    good = []
-    for it in items:
-        if isinstance(it, _Failed):
-            continue
-        if len(it) > 3 and not bool(it[3]):  # (views, label, index, valid=False): could not be decoded
-            failed.append(_Failed(int(it[2]), _item_path(dataset, int(it[2])), "unreadable video"))
-        else:
-            good.append(it)
-    if not good:
-        return None, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
-    views = torch.stack([torch.as_tensor(it[0]) for it in good])
-    labels = torch.as_tensor([int(it[1]) for it in good])
-    indices = torch.as_tensor([int(it[2]) if len(it) > 2 else -1 for it in good])
-    return views, labels, indices, failed
 
 
 @torch.no_grad()
@@ -159,6 +103,7 @@ def evaluate(
     """
     import contextlib
 
+    from hiera_video.data.datasets import collate_eval
     from hiera_video.engine.sampler import ResumableSampler
 
     was_training = model.training
@@ -167,32 +112,28 @@ def evaluate(
         len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size, drop_last=False
     )
     loader = DataLoader(
-        SkipUnreadable(dataset),
-        batch_size=batch_size,
-        sampler=[i for i, _ in sampler],
-        num_workers=num_workers,
-        collate_fn=functools.partial(_collate, dataset=dataset),
+        dataset, batch_size=batch_size, sampler=list(sampler), num_workers=num_workers, collate_fn=collate_eval
     )
     all_probs: list[torch.Tensor] = []
     all_labels: list[torch.Tensor] = []
     all_indices: list[torch.Tensor] = []
-    failed: list[_Failed] = []
+    failed: list[int] = []
     bar = progress(
         loader, total_clips=len(sampler), desc=desc, unit="video", enabled=info.is_main and show_progress,
-        clips_of=lambda b: len(b[1]) + len(b[3]),
+        clips_of=lambda b: len(b.labels) + len(b.failed),
     )
-    for views, labels, indices, bad in bar:
-        failed.extend(bad)
-        if views is None:
+    for batch in bar:
+        failed.extend(batch.failed)
+        if not len(batch.labels):
             continue
-        views = views.to(info.device, non_blocking=True)
+        views = batch.views.to(info.device, non_blocking=True)
         if input_transform is not None:
             views = input_transform(views)
         with autocast() if autocast is not None else contextlib.nullcontext():
             probs = predict_views(model, views, video_ndim)
         all_probs.append(probs.cpu())
-        all_labels.append(labels)
-        all_indices.append(indices)
+        all_labels.append(batch.labels)
+        all_indices.append(batch.indices)
     if was_training:
         model.train()
 
@@ -200,16 +141,26 @@ def evaluate(
         torch.cat(all_probs) if all_probs else torch.empty(0, num_classes),
         torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long),
         torch.cat(all_indices) if all_indices else torch.empty(0, dtype=torch.long),
-        [(f.index, f.path, f.error) for f in failed],
+        failed,
     )
     gathered = all_gather_objects(local)
     probs = torch.cat([g[0] for g in gathered])
     labels = torch.cat([g[1] for g in gathered])
     indices = torch.cat([g[2] for g in gathered])
-    failures = sorted({f for g in gathered for f in g[3]})
     order = indices.argsort()
     probs, labels, indices = probs[order], labels[order], indices[order]
-    return _score(probs, labels, indices, num_classes, failures)
+    # The data layer logged each decoder error with its path; the report names the files.
+    failures = [(i, _path_of(dataset, i), "unreadable (decoder error in the log)")
+                for i in sorted({i for g in gathered for i in g[3]})]
+    result = _score(probs, labels, indices, num_classes, failures)
+    result.paths = [_path_of(dataset, i) for i in result.indices]
+    return result
+
+
+def _path_of(dataset: Any, index: int) -> str:
+    """The file of item ``index`` of a data-layer dataset (its ``records``); ``#index`` for other datasets."""
+    records = getattr(dataset, "records", None)
+    return str(records[index].path) if records is not None and 0 <= index < len(records) else f"#{index}"
 
 
 def _score(probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, num_classes: int,
@@ -232,7 +183,7 @@ def _score(probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, num
         (confusion[c, c].item() / support[c].item()) if support[c] > 0 else None for c in range(num_classes)
     ]
     return EvalResult(top1, top5, loss, n, num_classes, per_class, confusion.tolist(), failed, probs,
-                      indices.tolist())
+                      indices.tolist(), labels.tolist())
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str | os.PathLike[str]) -> Path:
@@ -282,6 +233,33 @@ def write_report(result: EvalResult, class_names: list[str], out_dir: str | os.P
     return {"metrics": json_path, "confusion": png}
 
 
+def write_predictions(
+    result: EvalResult, class_names: list[str], path: str | os.PathLike[str], split: str = "val", topk: int = 5
+) -> Path:
+    """One JSON line per item of the evaluation, in dataset order, written atomically to ``path``.
+
+    Scored items: ``{"index", "path", "split", "label", "label_name", "probs" (the view-averaged softmax over
+    all classes, in class order), "topk" ([[class name, probability], ...], best first)}``; unreadable items:
+    ``{"index", "path", "split", "error"}``.
+    """
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if result.probs is not None and len(result.indices):
+        k = min(topk, result.probs.shape[1])
+        top_p, top_i = result.probs.topk(k, dim=-1)
+        for row, (index, item_path, label) in enumerate(zip(result.indices, result.paths, result.labels)):
+            rows.append((index, {
+                "index": index, "path": item_path, "split": split, "label": label,
+                "label_name": class_names[label] if 0 <= label < len(class_names) else None,
+                "probs": result.probs[row].tolist(),
+                "topk": [[class_names[c], p] for c, p in zip(top_i[row].tolist(), top_p[row].tolist())],
+            }))
+    for failure in result.failed:
+        index = int(failure["index"])
+        rows.append((index, {"index": index, "path": failure["path"], "split": split, "error": failure["error"]}))
+    text = "".join(json.dumps(row) + "\n" for _, row in sorted(rows, key=lambda item: item[0]))
+    return atomic_write_text(path, text)
+
+
 def evaluate_run(
     config: str,
     overrides: list[str] | None = None,
@@ -329,7 +307,7 @@ def evaluate_run(
     info = init_distributed(cfg.train.device)
     log = get_logger(info.is_main)
     model, _, names = build.load_trained(source, info.device, cfg.eval.use_ema)
-    dataset = build.build_dataset(cfg, split, train=False)
+    dataset = build.eval_dataset(cfg, split, names)
     log.info("evaluating %s on %d %s items (%d clips x %d crops)", source, len(dataset), split,
              cfg.eval.num_clips, cfg.eval.num_crops)
     result = evaluate(
@@ -339,7 +317,10 @@ def evaluate_run(
         desc=f"eval {split}",
     )
     out_dir = path if path.is_dir() else cfg.run_dir
-    files = write_report(result, names, out_dir, name=f"eval_{split}") if info.is_main else {}
+    files: dict[str, Path] = {}
+    if info.is_main:
+        files = write_report(result, names, out_dir, name=f"eval_{split}")
+        files["predictions"] = write_predictions(result, names, Path(out_dir) / "eval_predictions.jsonl", split)
     return {"metrics": result.metrics(), "files": files, "result": result}
 
 

@@ -8,9 +8,9 @@ checkpoints, best-checkpoint tracking, Ctrl-C handling and exact resume. What di
 reconstruction pictures).
 
 Resume is exact because everything random is either restored (global RNG states of every rank, saved with
-each checkpoint) or a pure function of ``(seed, epoch, position)`` (data order and per-sample augmentation,
-see :mod:`hiera_video.engine.sampler`). A run stopped after optimizer step N and resumed therefore performs
-the same steps N+1, N+2, ... as the uninterrupted run.
+each checkpoint) or a pure function of ``(seed, epoch, position / index)`` (data order:
+:mod:`hiera_video.engine.sampler`; per-sample augmentation: the data layer's datasets). A run stopped after
+optimizer step N and resumed therefore performs the same steps N+1, N+2, ... as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from hiera_video.engine.distributed import DistInfo, all_gather_objects, all_red
 from hiera_video.engine.ema import ModelEMA
 from hiera_video.engine.logging import MetricLogger, get_logger, plot_curves, progress
 from hiera_video.engine.optim import CosineWarmupSchedule, build_optimizer
-from hiera_video.engine.sampler import ResumableSampler, SeededDataset
+from hiera_video.engine.sampler import ResumableSampler
 
 __all__ = ["FitResult", "LoopState", "Task", "TrainingInterrupted", "autocast_context", "fit", "make_loader"]
 
@@ -118,13 +118,13 @@ def make_loader(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``SeededDataset(dataset)`` driven by ``sampler``.
+    """A DataLoader over ``dataset`` driven by ``sampler`` (the dataset seeds each sample by epoch and index).
 
     An explicit ``generator`` keeps the DataLoader from drawing its worker base seed from the global torch
     RNG, which would otherwise shift the training loop's random stream when a loader is created mid-epoch.
     """
     return DataLoader(
-        SeededDataset(dataset),
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

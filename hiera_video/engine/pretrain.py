@@ -119,11 +119,9 @@ def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dic
     cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",))
     log = get_logger(info.is_main)
     resume_path = resolve_resume(resume, run_dir)
-    train_set = build.build_dataset(cfg, "train", train=True)
-    val_set = None
-    has_val = cfg.data.kind == "image" or (Path(cfg.data.root) / cfg.data.val_list).is_file()
-    if has_val:
-        val_set = build.build_dataset(cfg, "val", train=False)
+    data = build.train_pipeline(cfg)
+    train_set = data.dataset
+    val_set = build.eval_dataset(cfg, "val", data.class_names) if build.has_split(cfg, "val") else None
     log.info("data: %d train items (labels unused), root %s", len(train_set), cfg.data.root)
 
     seed_everything(cfg.train.seed)
@@ -132,7 +130,7 @@ def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dic
     task = MAETask(cfg, info, run_dir, val_set, ndim)
     result = fit(
         cfg, model, train_set, task, info, run_dir, resume=resume_path, best_metric=None, layer_decay=1.0,
-        extra_state={"model_name": cfg.model.name, "job": "pretrain"}, collate_fn=build.train_collate(cfg),
+        extra_state={"model_name": cfg.model.name, "job": "pretrain"}, collate_fn=data.collate_fn,
         on_step=on_step,
     )
     model_dir = run_dir / "model"

@@ -191,8 +191,9 @@ def train(
     resume_path = resolve_resume(resume, run_dir)
     class_names = build.read_class_names(cfg)
     num_classes = len(class_names)
-    train_set = build.build_dataset(cfg, "train", train=True, class_names=class_names)
-    val_set = build.build_dataset(cfg, "val", train=False, class_names=class_names)
+    data = build.train_pipeline(cfg, class_names)
+    train_set = data.dataset
+    val_set = build.eval_dataset(cfg, "val", class_names)
     log.info("data: %d train / %d val items, %d classes, root %s", len(train_set), len(val_set), num_classes,
              cfg.data.root)
 
@@ -202,7 +203,7 @@ def train(
     result = fit(
         cfg, model, train_set, task, info, run_dir, resume=resume_path, best_metric="top1",
         extra_state={"class_names": class_names, "model_name": cfg.model.name, "job": "train"},
-        collate_fn=build.train_collate(cfg), on_step=on_step,
+        collate_fn=data.collate_fn, on_step=on_step,
     )
 
     # Final report with the best weights (EMA if enabled), multi-view as configured.
