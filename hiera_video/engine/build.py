@@ -22,7 +22,6 @@ from hiera_video.config import Config, ConfigError
 __all__ = [
     "build_dataset",
     "build_model",
-    "load_trained",
     "train_collate",
     "check_config",
     "input_size",
@@ -284,62 +283,3 @@ def train_collate(cfg: Config) -> Any:
 
         return collate_repeated
     return None
-
-
-# ------------------------------------------------------------------------------------------------ trained
-
-
-def load_trained(
-    source: str | Path, device: Any = "cpu", use_ema: bool = True
-) -> tuple[nn.Module, Config | None, list[str]]:
-    """A trained classifier from a run folder, a training checkpoint (.pt) or a ``save_pretrained`` folder.
-
-    Returns ``(model in eval mode, the run's Config or None, class names)``. A run folder uses its
-    ``checkpoints/best.pt`` (else ``last.pt``) and its ``config.yaml``; EMA weights are preferred when the
-    checkpoint has them and ``use_ema``.
-    """
-    from hiera_video.config import config_from_dict, load_config
-    from hiera_video.engine.checkpoint import load_checkpoint
-    from hiera_video.models import create_model
-
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"model {str(source)!r} does not exist (a run folder, .pt file or model folder)")
-    ckpt_path: Path | None = None
-    cfg: Config | None = None
-    if source.is_dir():
-        for candidate in (source / "checkpoints" / "best.pt", source / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                ckpt_path = candidate
-                break
-        if ckpt_path is None:
-            export = source / "model" if (source / "model" / "config.json").is_file() else source
-            if not (export / "config.json").is_file():
-                raise FileNotFoundError(f"{source}: no checkpoints/best.pt, checkpoints/last.pt or config.json")
-            model = create_model(None, pretrained=str(export))
-            names = list(model.config.extra.get("class_names") or [])
-            cfg_file = source / "config.yaml"
-            cfg = load_config(cfg_file) if cfg_file.is_file() else None
-            return model.to(device).eval(), cfg, names or [str(i) for i in range(model.config.num_classes)]
-        if (source / "config.yaml").is_file():
-            cfg = load_config(source / "config.yaml")
-    else:
-        ckpt_path = source
-    saved = load_checkpoint(ckpt_path, map_location="cpu")
-    if "model" not in saved or "config" not in saved:
-        raise ValueError(f"{ckpt_path} is not a hiera-video training checkpoint (no 'model' / 'config' entries)")
-    if cfg is None:
-        cfg = config_from_dict(saved["config"])
-    names = list(saved.get("class_names") or [])
-    state = saved["ema"]["module"] if use_ema and "ema" in saved else saved["model"]
-    head = state.get("head.projection.weight")
-    num_classes = int(head.shape[0]) if head is not None else None
-    import copy
-
-    plain = copy.deepcopy(cfg)
-    plain.model.pretrained = None  # the checkpoint holds all weights
-    model = build_model(plain, num_classes, names or None)
-    model.load_state_dict(state)
-    if not names and num_classes:
-        names = [str(i) for i in range(num_classes)]
-    return model.to(device).eval(), cfg, names
