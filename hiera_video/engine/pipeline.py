@@ -65,6 +65,9 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu", use_em
         from hiera_video.models import create_model, list_models
 
         name = str(source)
+        if "/" in name or name.endswith((".pt", ".pth", ".safetensors")):  # (registry names have no "/")
+            raise FileNotFoundError(f"model {name!r} does not exist (a run folder, a training checkpoint .pt, "
+                                    "a save_pretrained folder or a registry name)")
         if name not in list_models():
             raise ConfigError(f"model {name!r} is neither a registered model{did_you_mean(name, list_models())} "
                               "nor an existing run folder, training checkpoint or save_pretrained folder")
