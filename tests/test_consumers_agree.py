@@ -131,7 +131,6 @@ def test_eval_predict_extract_and_python_agree(run, eval_probs, tmp_path):
 @pytest.mark.parametrize("which", ["run", "last.pt"])
 def test_create_model_on_the_run_agrees(run, eval_probs, which):
     from hiera_video import create_model
-
     from hiera_video.engine.pipeline import load_model
 
     source = run["dir"] if which == "run" else run["dir"] / "checkpoints" / "last.pt"

@@ -391,15 +391,16 @@ def test_cli_and_torchrun_match_single_process(data, tmp_path):
             str(data["root"] / "video_model"), "--sampling-rate", "2", "--num-workers", "0",
             "--shard-max-videos", "1", "--no-progress"]
     # Overrides go before the flags (argparse does not take positionals after options).
-    assert cli_main(["extract", args[0], str(single), "data.target_fps=null", *args[1:]]) == 0  # the hiera-video console script
+    # (cli_main is the hiera-video console script)
+    assert cli_main(["extract", args[0], str(single), "data.target_fps=null", *args[1:]]) == 0
     ref = _all_features(single)
 
     multi = tmp_path / "multi"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(29500 + os.getpid() % 1000), "-m", "hiera_video", "extract",
-                           args[0], str(multi), "data.target_fps=null", *args[1:]], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                           args[0], str(multi), "data.target_fps=null", *args[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = [p.name for p in shard_files(multi)]
     assert {n[:6] for n in names} == {"r00000", "r00001"}  # each rank wrote its own shards

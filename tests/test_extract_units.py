@@ -333,3 +333,22 @@ def test_manifest_is_verified_against_the_shards(tmp_path: Path):
     assert torch.equal(store["v1"]["embedding"], feats["v1"])
     merge_outputs(tmp_path)  # rebuilds it
     assert FeatureStore(tmp_path).manifest_problems == []
+
+
+def test_settings_of_an_older_output_folder_are_compared_by_their_new_names(tmp_path: Path):
+    """extract_config.json written with the flat names of earlier versions still guards the folder."""
+    from hiera_video.config import Config, ConfigError
+    from hiera_video.engine.extract import _check_or_save_config
+
+    _store(tmp_path)  # a folder with shards
+    (tmp_path / "extract_config.json").write_text(json.dumps({"features": {
+        "model": "hiera_base_16x224", "num_frames": 8, "short_side": 64, "amp": "none", "tail": "drop"}}))
+    same = {"model.name": "hiera_base_16x224", "data.num_frames": 8, "data.test_short_side": 64,
+            "train.precision": "fp32", "extract.tail": "drop", "data.kind": "video"}
+    _check_or_save_config(tmp_path, Config(), same, is_main=False)
+    with pytest.raises(ConfigError, match=r"data.num_frames: 8 -> 16"):
+        _check_or_save_config(tmp_path, Config(), {**same, "data.num_frames": 16}, is_main=False)
+    _check_or_save_config(tmp_path, Config(), same, is_main=True)  # rewritten in the new names
+    assert json.loads((tmp_path / "extract_config.json").read_text())["features"] == same
+    with pytest.raises(ConfigError, match=r"extract.tail: 'drop' -> 'pad'"):
+        _check_or_save_config(tmp_path, Config(), {**same, "extract.tail": "pad"}, is_main=False)

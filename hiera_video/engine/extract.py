@@ -329,6 +329,9 @@ def _check_or_save_config(out: Path, cfg: Config, features: dict[str, Any], is_m
     if path.is_file():
         old = json.loads(path.read_text()).get("features", {})
         keys = sorted(set(old) | set(features))
+        if old and not any("." in k for k in old):  # written before settings were Config keys: map the names
+            old = {ALIASES.get(k, k): ("fp32" if k == "amp" and v == "none" else v) for k, v in old.items()}
+            keys = sorted(set(old) & set(features))
         diff = [k for k in keys if old.get(k) != features.get(k)]
         if diff and shard_files(out):
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {features.get(k)!r}" for k in diff)
