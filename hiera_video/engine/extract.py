@@ -41,6 +41,7 @@ past its last sampled frame (exclusive); times are those frame numbers divided b
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -159,7 +160,7 @@ def resolve_extract_config(config: str | os.PathLike[str] | None = None, overrid
     first = _layered(config, overrides, values, Config())  # which model: its defaults come next
     loaded = _load_extract_model(first)
     if loaded.config is not None:
-        base = loaded.config
+        base = copy.deepcopy(loaded.config)
         base.model.pretrained = None  # the trained weights are loaded; the run's starting point is not
         base.model.overrides = {}  # (already in the trained model; they do not apply to a path)
         base.extract = Config().extract
