@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 
 def load_features(directory, *args, **kwargs):
-    """Load features written by ``hiera-video extract`` (see `hiera_video.engine.extract.load_features`)."""
-    from .engine.extract import load_features as _load
+    """Load features written by ``hiera-video extract`` (see `hiera_video.engine.feature_store.load_features`)."""
+    from .engine.feature_store import load_features as _load
 
     return _load(directory, *args, **kwargs)
 

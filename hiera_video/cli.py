@@ -5,7 +5,7 @@
     hiera-video pretrain CONFIG [key=value ...] [--resume [PATH]]
     hiera-video eval CONFIG_OR_RUN [key=value ...] [--checkpoint PATH]
     hiera-video predict FILE [FILE ...] --model RUN_DIR [--topk 5]
-    hiera-video extract INPUT OUTPUT_DIR [options]     # clip features (see hiera_video.engine.extract)
+    hiera-video extract [CONFIG] INPUT OUTPUT_DIR [key=value ...] [options]   # clip features
     hiera-video convert SRC DST_DIR [--model NAME] [--to hiera_video|hf]
     hiera-video configs [NAME]                         # list shipped configs / print one resolved
 
@@ -178,17 +178,95 @@ def _predict(p: argparse.ArgumentParser) -> Handler:
 
 @subcommand("extract", "clip features for a folder / list of videos or images")
 def _extract(p: argparse.ArgumentParser) -> Handler:
-    from hiera_video.engine.extract import add_extract_arguments
-
-    add_extract_arguments(p)
+    # Settings are the config's (extract.*, model.*, data.*, ...): a YAML file, key=value overrides, and
+    # these flags as aliases of its keys (hiera_video.engine.extract.ALIASES). Unset flags stay unset.
+    p.add_argument("args", nargs="*", metavar="[CONFIG] INPUT OUTPUT_DIR [key=value]",
+                   help="optional config (YAML / shipped name), the input (directory of videos/images, list "
+                        "file or Kinetics-style CSV) and output directory (or extract.input= / "
+                        "extract.output_dir=), then config overrides such as extract.stride=16")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    flag = argparse.SUPPRESS
+    p.add_argument("--root", default=flag, help="base folder of relative paths in a list / CSV file")
+    p.add_argument("--id-root", default=flag, help="video ids are paths relative to this folder (default: "
+                   "--root, else the input directory / the list file's folder)")
+    p.add_argument("--extensions", default=flag, help="comma-separated extensions for directory inputs")
+    g = p.add_argument_group("model (model.*)")
+    g.add_argument("--model", default=flag, help="registry name, run folder, .pt checkpoint or save_pretrained "
+                   "folder (model.name)")
+    g.add_argument("--pretrained", default=flag, help="checkpoint file, directory or hub repo id")
+    g.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config field, e.g. num_classes=400 (model.overrides.KEY; repeatable)")
+    g = p.add_argument_group("clips (data.*, extract.*, eval.num_clips)")
+    g.add_argument("--clip-mode", choices=["sliding", "uniform"], default=flag)
+    g.add_argument("--num-frames", type=int, default=flag, help="frames per clip (default: the model's)")
+    g.add_argument("--sampling-rate", type=int, default=flag, help="frames between samples")
+    g.add_argument("--target-fps", type=float, default=flag, help="count the sampling rate at this frame rate")
+    g.add_argument("--stride", type=float, default=flag, help="sliding: source frames between clip starts")
+    g.add_argument("--stride-seconds", type=float, default=flag, help="sliding: seconds between clip starts")
+    g.add_argument("--tail", choices=["drop", "pad", "align"], default=flag)
+    g.add_argument("--num-clips", type=int, default=flag, help="uniform: clips per video (eval.num_clips)")
+    g = p.add_argument_group("space")
+    g.add_argument("--spatial", choices=["center_crop", "full"], default=flag)
+    g.add_argument("--crop-size", type=int, default=flag)
+    g.add_argument("--short-side", type=int, default=flag, help="data.test_short_side")
+    g.add_argument("--decode-resize", action="store_const", const=True, default=flag,
+                   help="resize in the decoder (faster, not bitwise)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--outputs", default=flag, help="comma-separated: embedding, logits, probs, stageK")
+    g.add_argument("--pool-space", action="store_const", const=True, default=flag,
+                   help="average stage maps over H and W")
+    g.add_argument("--dtype", choices=["fp32", "fp16"], default=flag)
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=flag, help="train.precision on GPU")
+    g = p.add_argument_group("execution")
+    g.add_argument("--batch-size", type=int, default=flag, help="clips per forward pass (extract.batch_size)")
+    g.add_argument("--num-workers", type=int, default=flag)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=flag)
+    g.add_argument("--backend", choices=["auto", "decord", "pyav"], default=flag, help="data.decoder")
+    g.add_argument("--window-frames", type=int, default=flag)
+    g.add_argument("--shard-size-mb", type=float, default=flag)
+    g.add_argument("--shard-max-videos", type=int, default=flag)
+    g.add_argument("--flush-seconds", type=float, default=flag)
+    g.add_argument("--manifest-format", choices=["jsonl", "csv"], default=flag)
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=flag)
 
     def run(args: argparse.Namespace) -> int:
-        from hiera_video.engine.extract import config_from_args, run_extract
+        from hiera_video.engine.extract import ALIASES, resolve_extract_config, run_extract
 
-        summary = run_extract(config_from_args(args))
+        config, paths, overrides = _extract_positionals(args.args)
+        settings = {k: v for k, v in vars(args).items() if k in ALIASES}
+        settings.update(zip(("input", "output_dir"), paths))
+        overrides = [f"model.overrides.{item}" for item in args.model_override] + overrides
+        cfg, loaded = resolve_extract_config(config, overrides, settings)
+        if args.print_config:
+            return _print_config(cfg)
+        summary = run_extract(cfg, loaded)
         return 0 if summary.get("failed", 0) == 0 else 2
 
     return run
+
+
+def _extract_positionals(items: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """``[CONFIG] INPUT OUTPUT_DIR [key=value ...]`` -> (config, [input, output_dir], overrides).
+
+    A ``key=value`` item that is not an existing path is an override; a YAML file (or, first, a shipped
+    config name that is not an existing path) is the config; the rest are the input and the output folder.
+    """
+    from hiera_video.config import list_configs
+
+    config, paths, overrides = None, [], []
+    for i, item in enumerate(items):
+        exists = Path(item).exists()
+        if "=" in item and not exists:
+            overrides.append(item)
+        elif config is None and not paths and (
+                (exists and Path(item).is_file() and item.endswith((".yaml", ".yml")))
+                or (not exists and i == 0 and item.removesuffix(".yaml") in list_configs())):
+            config = item
+        else:
+            paths.append(item)
+    if len(paths) > 2:
+        raise ConfigError(f"extract takes an input and an output directory, got {len(paths)} paths: {paths}")
+    return config, paths, overrides
 
 
 @subcommand("convert", "convert a checkpoint to this library's format or HF transformers")

@@ -2,7 +2,7 @@
 
 A run is described by :class:`Config`, whose sections are :class:`RunConfig` (where outputs go),
 :class:`ModelConfig`, :class:`DataConfig`, :class:`AugConfig`, :class:`OptimConfig`, :class:`TrainConfig`,
-:class:`MAEConfig` and :class:`EvalConfig`. Values are resolved in this order, later wins:
+:class:`MAEConfig`, :class:`EvalConfig` and :class:`ExtractConfig`. Values are resolved in this order, later wins:
 
 1. the dataclass defaults below (for the demo: :func:`demo_config`, so the demo needs no file);
 2. a YAML file (``configs/*.yaml``, or any path). A file may start from another with ``base: other.yaml``;
@@ -35,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "ExtractConfig",
     "MAEConfig",
     "ModelConfig",
     "OptimConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "list_configs",
     "load_config",
     "save_config",
+    "update_config",
 ]
 
 
@@ -236,6 +238,42 @@ class EvalConfig:
 
 
 @dataclass
+class ExtractConfig:
+    """Feature extraction (``hiera-video extract``): the settings only extraction has.
+
+    What extraction shares with the other jobs lives in their sections under the same names: the model in
+    ``model.name`` / ``model.pretrained`` / ``model.overrides`` (``model.name`` may also be a run folder, a
+    training checkpoint or a ``save_pretrained`` folder); clip length, rate, crop, short side, statistics,
+    decoder and workers in ``data.*``; the clips of ``clip_mode: uniform`` in ``eval.num_clips``; device,
+    precision (autocast on GPU) and the progress bar in ``train.*``. ``batch_size`` here counts *clips*
+    per forward pass, mixed across videos (``eval.batch_size`` counts videos of ``num_clips x num_crops``
+    views). Feature-defining settings are stored in ``<output_dir>/extract_config.json``; a re-run into the
+    same folder with other values is refused.
+    """
+
+    input: str | None = None  # directory (recursive), list file ("path [label]" lines) or Kinetics-style CSV
+    output_dir: str | None = None  # shards, manifest, failures, summary
+    root: str | None = None  # base of relative paths in a list / CSV (default: the file's folder)
+    id_root: str | None = None  # video ids are paths relative to it (default: root, else the input / its folder)
+    extensions: list[str] | None = None  # directory scan; default: the data layer's video + image extensions
+    clip_mode: Literal["sliding", "uniform"] = "sliding"  # uniform: eval.num_clips clips like evaluation
+    stride: float | None = None  # sliding: source frames between clip starts (default: clips tile time)
+    stride_seconds: float | None = None  # sliding: the same in seconds (overrides stride)
+    tail: Literal["drop", "pad", "align"] = "drop"  # sliding: frames after the last full clip
+    spatial: Literal["center_crop", "full"] = "center_crop"  # full: whole frames, sides to the patch grid
+    decode_resize: bool = False  # let the decoder's scaler do the short-side resize (faster, not bitwise)
+    outputs: list[str] = field(default_factory=lambda: ["embedding"])  # embedding, logits, probs, stage<k>
+    pool_space: bool = False  # stage maps: average over H, W (keeps time for video models)
+    dtype: Literal["fp32", "fp16"] = "fp32"  # storage dtype of the features
+    batch_size: int = 8  # clips per forward pass (mixed across videos)
+    window_frames: int = 64  # most new frames decoded per read of a video (bounds memory per worker)
+    shard_size_mb: float = 512.0  # close a shard once it holds this much
+    shard_max_videos: int = 1000  # ... or this many videos
+    flush_seconds: float = 300.0  # ... or when its first video finished this long ago
+    manifest_format: Literal["jsonl", "csv"] = "jsonl"
+
+
+@dataclass
 class Config:
     """The whole run. See the module docstring for how values are resolved."""
 
@@ -247,6 +285,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mae: MAEConfig = field(default_factory=MAEConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -513,6 +552,22 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         else:
             setattr(parent, parts[-1], _coerce(raw, tp, key))
     return cfg
+
+
+def update_config(cfg: Config, values: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with Python values set by dotted key (``{"data.num_frames": 8}``), types checked.
+
+    The programmatic twin of :func:`apply_overrides` (whose values are text): used where settings arrive
+    as Python objects (keyword arguments, parsed command-line flags).
+    """
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        node = nested
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[name] = list(value) if isinstance(value, tuple) else value
+    return config_from_dict(_deep_merge(config_to_dict(cfg), nested))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ import hiera_video
 from hiera_video.cli import main as cli_main
 from hiera_video.data.synthetic import make_motion_frames, make_shape_image, write_video
 from hiera_video.data.transforms import ImageEvalTransform, VideoEvalTransform
-from hiera_video.engine.extract import extract_features, read_shard_records, shard_files
+from hiera_video.engine.extract import extract_features
+from hiera_video.engine.feature_store import read_shard_records, shard_files
 
 TINY_VIDEO = dict(input_size=(8, 64, 64), embed_dim=32, num_heads=1, depths=(1, 1, 2, 1), num_classes=5)
 TINY_IMAGE = dict(input_size=(64, 64), embed_dim=32, num_heads=1, depths=(1, 1, 2, 1), num_classes=3)
@@ -101,7 +102,8 @@ def test_video_features_equal_model_outputs(data, tmp_path):
     out = tmp_path / "feats"
     summary = extract_features(
         data["videos"], out, model="hiera_base_16x224", pretrained=str(data["root"] / "video_model"),
-        sampling_rate=2, outputs=("embedding", "logits", "probs", "stage2"), num_workers=2, batch_size=3,
+        sampling_rate=2, target_fps=None, outputs=("embedding", "logits", "probs", "stage2"), num_workers=2,
+        batch_size=3,
         shard_max_videos=2, progress=False)
     assert summary["done"] == 4 and summary["failed"] == 0
     feats = hiera_video.load_features(out)
@@ -133,7 +135,7 @@ def test_full_frame_fp16_pooled_and_uniform(data, tmp_path):
     lst.write_text("sub/b.mp4 0\n")
     out = tmp_path / "feats"
     extract_features(lst, out, root=str(data["videos"]), model=str(data["root"] / "video_model"),
-                     spatial="full", clip_mode="uniform", num_clips=3, sampling_rate=3,
+                     spatial="full", clip_mode="uniform", num_clips=3, sampling_rate=3, target_fps=None,
                      outputs=("embedding", "stage1"), pool_space=True, dtype="fp16", num_workers=0,
                      manifest_format="csv", progress=False)
     assert (out / "manifest.csv").is_file()
@@ -192,7 +194,8 @@ def test_training_run_folder_supplies_model_and_clip_settings(data, tmp_path):
                run / "checkpoints" / "best.pt")
     lst = tmp_path / "one.txt"
     lst.write_text(f"{data['videos'] / 'a.mp4'}\n")
-    extract_features(lst, tmp_path / "feats", model=str(run), num_workers=0, progress=False)
+    extract_features(lst, tmp_path / "feats", model=str(run), id_root=str(data["videos"]), num_workers=0,
+                     progress=False)
     f = next(iter(hiera_video.load_features(tmp_path / "feats").values()))
     frames = _pyav_frames(data["videos"] / "a.mp4")
     clips = _sliding_indices(len(frames), 8, 3)  # the run's 8x3 clips
@@ -205,7 +208,7 @@ def test_training_run_folder_supplies_model_and_clip_settings(data, tmp_path):
 
 # ---------------------------------------------------------------------------------------- never lose work
 
-RESUME_KW = dict(model="hiera_base_16x224", sampling_rate=1, num_frames=4, outputs=("embedding",),
+RESUME_KW = dict(model="hiera_base_16x224", sampling_rate=1, target_fps=None, num_frames=4, outputs=("embedding",),
                  num_workers=0, batch_size=2, shard_max_videos=2, progress=False)
 
 
@@ -345,12 +348,12 @@ def test_long_video_is_streamed_in_bounded_windows(data, tmp_path, monkeypatch):
     # same bounded reads leave RSS 200-400 MB higher, from heap fragmentation, not frames held: see
     # BENCHMARKS_EXTRACT.md. The frame counters below hold for every backend.)
     settings = dict(model="hiera_base_16x224", pretrained=str(data["root"] / "video_model"), sampling_rate=4,
-                    num_workers=0, batch_size=8, window_frames=64, backend="pyav", progress=False)
+                    target_fps=None, num_workers=0, batch_size=8, window_frames=64, backend="pyav", progress=False)
     # Warm up on a short video first: lazy imports, the decoder's one-off allocations and the allocator's
     # pools then count in the baseline, and what is left to measure is what grows with the video.
     warm = tmp_path / "warm.txt"
     warm.write_text(f"{data['videos'] / 'a.mp4'}\n")
-    extract_features(warm, tmp_path / "warm", **settings)
+    extract_features(warm, tmp_path / "warm", id_root=str(data["videos"]), **settings)
     calls.clear()
     peak, stop = [0], threading.Event()
     baseline = _rss_bytes()
@@ -387,15 +390,17 @@ def test_cli_and_torchrun_match_single_process(data, tmp_path):
     args = [str(data["videos"]), "--model", "hiera_base_16x224", "--pretrained",
             str(data["root"] / "video_model"), "--sampling-rate", "2", "--num-workers", "0",
             "--shard-max-videos", "1", "--no-progress"]
-    assert cli_main(["extract", args[0], str(single), *args[1:]]) == 0  # the hiera-video console script
+    # Overrides go before the flags (argparse does not take positionals after options).
+    # (cli_main is the hiera-video console script)
+    assert cli_main(["extract", args[0], str(single), "data.target_fps=null", *args[1:]]) == 0
     ref = _all_features(single)
 
     multi = tmp_path / "multi"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(29500 + os.getpid() % 1000), "-m", "hiera_video", "extract",
-                           args[0], str(multi), *args[1:]], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                           args[0], str(multi), "data.target_fps=null", *args[1:]], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = [p.name for p in shard_files(multi)]
     assert {n[:6] for n in names} == {"r00000", "r00001"}  # each rank wrote its own shards
@@ -404,6 +409,71 @@ def test_cli_and_torchrun_match_single_process(data, tmp_path):
     manifest = [json.loads(x)["video_id"] for x in (multi / "manifest.jsonl").read_text().splitlines()]
     assert manifest == ["a", "short", "sub/b", "sub/c"]  # merged once, in input order
     got = _all_features(multi)
+    assert set(got) == set(ref)
+    for vid in ref:
+        torch.testing.assert_close(got[vid], ref[vid], atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- one config, named errors
+
+
+def test_cli_takes_a_config_file_overrides_and_prints_the_resolved_config(data, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "feats"
+    cfg_file = tmp_path / "extract.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "model": {"name": "hiera_base_16x224", "pretrained": str(data["root"] / "video_model")},
+        "data": {"sampling_rate": 2, "target_fps": None, "num_workers": 0},
+        "extract": {"input": str(data["videos"]), "output_dir": str(out), "outputs": ["embedding"]},
+        "train": {"progress": False}}))
+    assert cli_main(["extract", str(cfg_file), "extract.tail=align", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    # The model's clip length and crop (8 x 64 x 64) fill what the file leaves open; the file and the
+    # override win where they speak.
+    assert printed["data"]["num_frames"] == 8 and printed["data"]["crop_size"] == 64
+    assert printed["data"]["sampling_rate"] == 2 and printed["extract"]["tail"] == "align"
+    assert not out.exists()  # printing extracts nothing
+
+    assert cli_main(["extract", str(cfg_file), "extract.tail=align", "extract.shard_max_videos=2"]) == 0
+    saved = json.loads((out / "extract_config.json").read_text())["features"]
+    assert saved["extract.tail"] == "align" and saved["data.num_frames"] == 8
+    assert len(hiera_video.load_features(out)) == 4
+    # A re-run with a feature-defining flag changed is refused, naming the key.
+    assert cli_main(["extract", str(cfg_file), "--tail", "drop"]) == 2
+    assert "extract.tail: 'align' -> 'drop'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,key", [(["--stride", "0"], "extract.stride"),
+                                       (["--batch-size", "0"], "extract.batch_size"),
+                                       (["--num-workers", "-1"], "data.num_workers"),
+                                       (["--crop-size", "60"], "data.crop_size=60 must be a multiple of 32")])
+def test_invalid_values_stop_before_any_video(data, tmp_path, capsys, flags, key):
+    out = tmp_path / "feats"
+    code = cli_main(["extract", str(data["videos"]), str(out), "--model", str(data["root"] / "video_model"),
+                     "--no-progress", *flags])
+    assert code == 2
+    assert key in capsys.readouterr().err
+    assert not (out / "shards").exists()  # stopped up front, not once per video
+
+
+def test_truncated_shard_is_detected_and_redone(data, reference, tmp_path):
+    """A shard cut short (full disk, copy interrupted): named, moved aside, its videos extracted again."""
+    import shutil
+
+    out = tmp_path / "feats"
+    shutil.copytree(reference[0], out)
+    victim = shard_files(out)[1]
+    lost = {r["video_id"] for r in read_shard_records(victim)}
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    from hiera_video.engine.feature_store import DamagedShardError
+
+    with pytest.raises(DamagedShardError, match=victim.name):
+        hiera_video.load_features(out)
+    summary = extract_features(data["resume"], out, pretrained=str(data["root"] / "video_model"), **RESUME_KW)
+    assert (summary["done"], summary["damaged_shards"]) == (len(lost), 1)
+    assert [p.name.split(".")[0] for p in (out / "damaged").iterdir()] == [victim.name.split(".")[0]]
+    ref, got = _all_features(reference[0]), _all_features(out)
     assert set(got) == set(ref)
     for vid in ref:
         torch.testing.assert_close(got[vid], ref[vid], atol=1e-6, rtol=1e-5)

@@ -72,37 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 
-    import hiera_video
-    from hiera_video.engine.extract import (
-        ClipStream,
-        ExtractConfig,
-        _parse_outputs,
-        _resolve,
-        compute_outputs,
-        discover_inputs,
-        normalize_batch,
-        run_extract,
-    )
+    from hiera_video.config import update_config
+    from hiera_video.data.streaming import ClipStream, discover_inputs
+    from hiera_video.engine.extract import compute_outputs, parse_outputs, resolve_extract_config, run_extract
+    from hiera_video.engine.loop import autocast_context
+    from hiera_video.engine.pipeline import eval_pipeline
 
-    device = torch.device(args.device)
-    model = hiera_video.create_model(args.model).eval().requires_grad_(False).to(device)
-    T = model.config.input_size[0] if model.config.is_video else 1
-    if args.clips % args.videos:
-        raise SystemExit("--clips must be a multiple of --videos")
-    per_video = args.clips // args.videos
-    span = T * args.sampling_rate  # clips tile time: each clip covers T * rate frames
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
-    t0 = time.perf_counter()
-    _make_videos(tmp / "videos", args.videos, per_video * span, (256, 340), 30.0)
-    print(
-        f"generated {args.videos} videos of {per_video * span} frames (340x256) in {time.perf_counter() - t0:.1f}s",
-        file=sys.stderr,
-    )
-
     settings = dict(
         input=str(tmp / "videos"),
+        output_dir=str(tmp / "unused"),
         model=args.model,
         sampling_rate=args.sampling_rate,
+        target_fps=None,  # the sampling rate in source frames: clips tile the generated videos exactly
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=args.device,
@@ -110,17 +92,31 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend,
         progress=False,
     )
-    cfg, spec, spatial = _resolve(ExtractConfig.from_dict({**settings, "output_dir": str(tmp / "unused")}), model)
-    outputs = _parse_outputs(cfg.outputs, model.config.num_stages, model.config.num_classes)
+    # The engine's own resolution (model-derived defaults, one Config); the model is built once and shared.
+    cfg, loaded = resolve_extract_config(settings=settings)
+    device = torch.device(args.device)
+    model = loaded.model.to(device)
+    T = model.config.input_size[0] if model.config.is_video else 1
+    if args.clips % args.videos:
+        raise SystemExit("--clips must be a multiple of --videos")
+    per_video = args.clips // args.videos
+    span = T * args.sampling_rate  # clips tile time: each clip covers T * rate frames
+    t0 = time.perf_counter()
+    _make_videos(tmp / "videos", args.videos, per_video * span, (256, 340), 30.0)
+    print(
+        f"generated {args.videos} videos of {per_video * span} frames (340x256) in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
+    pipe = eval_pipeline(cfg, clips="sliding", size_multiple=tuple(model.config.size_multiple[-2:]))
+    outputs = parse_outputs(cfg.extract.outputs, model.config.num_stages, model.config.num_classes)
     items = discover_inputs(tmp / "videos")
 
     # 1. The input pipeline alone, in the same DataLoader setup as the engine.
     from torch.utils.data import DataLoader
 
-    from hiera_video.engine.extract import _identity
-
-    stream = ClipStream(items, spec, spatial, args.batch_size, cfg.window_frames, args.backend)
-    loader = DataLoader(stream, batch_size=None, collate_fn=_identity, num_workers=args.num_workers)
+    stream = ClipStream([it.path for it in items], pipe.clip_sampler, pipe.frame_transform, args.batch_size,
+                        cfg.extract.window_frames, args.backend)
+    loader = DataLoader(stream, batch_size=None, collate_fn=ClipStream.collate_fn, num_workers=args.num_workers)
     t0 = time.perf_counter()
     batches = [pk["clips"] for pk in loader if pk["clips"] is not None]
     decode_s = time.perf_counter() - t0
@@ -129,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2 + 3, interleaved: other processes on a shared machine slow down whatever runs at that moment, so
     # each repeat measures the model alone and then the engine, and the ratio is taken per pair.
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    normalize = pipe.normalize.to(device)
+    precision = cfg.train.precision
 
     def step(b: torch.Tensor) -> None:
-        x = normalize_batch(b.to(device), cfg.mean, cfg.std, model.config.is_video)
-        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        x = b.to(device)
+        x = normalize(x if model.config.is_video else x[:, 0])
+        with autocast_context(device, precision):
             res = compute_outputs(model, x, outputs)
         for v in res.values():  # the engine moves outputs to the CPU too (and waits for the GPU there)
             v.cpu()
@@ -143,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
     step(batches[0])  # warm-up
-    c0 = cpu_seconds()
-    hiera_video.create_model(args.model)  # what each engine run spends building its model, to subtract
-    build_cpu = cpu_seconds() - c0
+    build_cpu = 0.0  # the engine runs reuse the loaded model: nothing to subtract
     pairs = []
     for r in range(args.repeats):
         c0, t0 = cpu_seconds(), time.perf_counter()
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             step(b)
         model_s, model_cpu = time.perf_counter() - t0, cpu_seconds() - c0
         c0 = cpu_seconds()
-        summary = run_extract({**settings, "output_dir": str(tmp / f"feats{r}")})
+        summary = run_extract(update_config(cfg, {"extract.output_dir": str(tmp / f"feats{r}")}), loaded)
         extract_cpu = cpu_seconds() - c0 - build_cpu  # this process + the (joined) decode workers
         assert summary["clips"] == args.clips and summary["failed"] == 0
         pairs.append({"model_clips_per_s": n / model_s, "extract_clips_per_s": summary["clips_per_s"],

@@ -15,6 +15,8 @@ int64 array ``[num_clips, T]`` whose rows are clips; every index is in ``[0, num
   frame 0 and the last ending at the last frame (a single clip is centred).
 * :class:`SegmentClipSampler` (TSN / Something-Something v2 style): one frame from each of ``T`` equal
   segments of the whole video, random in training, centred (or shifted per view) in testing.
+* :class:`SlidingClipSampler` (feature extraction): clips at a fixed stride over the whole video, as many as
+  the video holds, with a policy for the frames after the last full clip.
 
 Videos shorter than one clip (``(T - 1)·step + 1 > num_video_frames``), ``short_video=``:
 
@@ -32,15 +34,18 @@ import numpy as np
 
 __all__ = [
     "SHORT_VIDEO_MODES",
+    "TAIL_MODES",
     "ClipSampler",
     "RandomClipSampler",
     "SegmentClipSampler",
+    "SlidingClipSampler",
     "UniformClipSampler",
     "VideoTooShortError",
     "clip_step",
 ]
 
 SHORT_VIDEO_MODES = ("clamp", "loop", "error")
+TAIL_MODES = ("drop", "pad", "align")
 # Guards floor() against float error, e.g. 3 * (10 / 3) = 9.999999999999998.
 _EPS = 1e-6
 
@@ -213,3 +218,73 @@ class SegmentClipSampler:
             positions = ((np.arange(self.num_clips) + 0.5) / self.num_clips)[:, None].repeat(self.num_frames, 1)
         indices = np.floor(starts[None, :] + positions * segment + _EPS).astype(np.int64)
         return np.clip(indices, 0, num_video_frames - 1)
+
+
+@dataclass
+class SlidingClipSampler(ClipSampler):
+    """Every clip of a video at a fixed stride, in time order (feature extraction).
+
+    Clip ``k`` starts at ``k · stride`` source frames: ``stride`` in source frames, or ``stride_seconds · fps``
+    when ``stride_seconds`` is given (it needs the video's fps), default ``num_frames · step`` so that
+    consecutive clips tile the time axis. Frame ``j`` of a clip starting at ``s`` is ``floor(s + j · step)``
+    (the other samplers' convention). The number of clips follows the video's length (``num_clips`` is not
+    used). ``tail`` decides what happens to the frames after the last clip that fits:
+
+    * ``"drop"``: nothing, only clips that fit are returned;
+    * ``"pad"``: clips keep starting every ``stride`` frames until every frame is covered; indices past the
+      end repeat the last frame;
+    * ``"align"``: one more clip, ending on the last frame.
+
+    A video shorter than one clip gets one clip at frame 0 (``short_video``: clamp, loop or error; in
+    ``pad`` mode every start inside the video gets its clip). A row's extent in time is ``[row[0],
+    row[-1] + 1)``: the first sampled frame and one past the last.
+    """
+
+    target_fps: float | None = None
+    stride: float | None = None
+    stride_seconds: float | None = None
+    tail: str = "drop"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("stride", "stride_seconds"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of {'seconds' if 'sec' in name else 'frames'}"
+                                 f", got {value!r}")
+        if self.tail not in TAIL_MODES:
+            raise ValueError(f"tail must be one of {TAIL_MODES}, got {self.tail!r}")
+
+    def stride_frames(self, fps: float | None) -> float:
+        """Source frames between consecutive clip starts for a video at ``fps``."""
+        if self.stride_seconds is not None:
+            if fps is None or fps <= 0:
+                raise ValueError("stride_seconds needs the video's frame rate, which is unknown for this file")
+            return float(self.stride_seconds) * float(fps)
+        return float(self.stride) if self.stride is not None else self.num_frames * self.step(fps)
+
+    def __call__(
+        self, num_video_frames: int, fps: float | None = None, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """int64 ``[num_clips, T]`` frame indices in ``[0, num_video_frames)``, clips in time order."""
+        n = num_video_frames
+        if n < 1:
+            raise ValueError(f"a video needs at least one frame, got num_video_frames={n}")
+        if self.target_fps is not None and (fps is None or fps <= 0) and n > 1:  # (one frame: no time axis)
+            raise ValueError("target_fps needs the video's frame rate, which is unknown for this file")
+        step, stride = self.step(fps), self.stride_frames(fps)
+        offsets = np.arange(self.num_frames) * step
+
+        def at(start: float) -> np.ndarray:
+            return np.minimum(np.floor(start + offsets + _EPS).astype(np.int64), n - 1)
+
+        last_full = (n - 1) - (self.num_frames - 1) * step  # the latest start whose clip fits
+        limit = (n - 1 if self.tail == "pad" else last_full) + _EPS
+        clips: list[np.ndarray] = []
+        while len(clips) * stride <= limit:  # (k * stride, not a running sum: no drift over long videos)
+            clips.append(at(len(clips) * stride))
+        if not clips:  # shorter than one clip
+            return self._short_clip(n, step)[None]
+        if self.tail == "align" and clips[-1][-1] < n - 1:
+            clips.append(at(max(last_full, 0.0)))
+        return np.stack(clips)

@@ -4,7 +4,9 @@
 * :mod:`~hiera_video.engine.pretrain` -- MAE pretraining (``pretrain(cfg)``)
 * :mod:`~hiera_video.engine.evaluate` -- multi-view evaluation (``evaluate(...)``, ``evaluate_run(...)``)
 * :mod:`~hiera_video.engine.predict` -- top-k labels for files (``predict_files(...)``)
-* :mod:`~hiera_video.engine.extract` -- clip feature extraction
+* :mod:`~hiera_video.engine.extract` -- clip feature extraction (its store: :mod:`~hiera_video.engine.feature_store`)
+* :mod:`~hiera_video.engine.pipeline` -- ``load_model`` (path / name -> model) and ``eval_pipeline`` (clips +
+  transform) for eval, predict and extract
 * :mod:`~hiera_video.engine.demo` -- the CPU demo job
 * building blocks: :mod:`~hiera_video.engine.loop` (the shared optimisation loop),
   :mod:`~hiera_video.engine.optim`, :mod:`~hiera_video.engine.checkpoint`, :mod:`~hiera_video.engine.sampler`,

@@ -34,7 +34,6 @@ __all__ = [
     "eval_dataset",
     "has_split",
     "input_size",
-    "load_trained",
     "model_overrides",
     "prepare_synthetic",
     "read_class_names",
@@ -356,29 +355,6 @@ def eval_sampler_kind(cfg: Config) -> str:
     return "segment" if cfg.data.train_sampler == "segment" else "uniform"
 
 
-def _eval_views(cfg: Config) -> tuple[Any, Any]:
-    """Clip sampler and transform of the multi-view test (``eval.num_clips`` x ``eval.num_crops`` views).
-
-    The one place the engine builds test views; predict and extract take theirs from ``eval_pipeline``
-    (engine/pipeline.py), which builds the same pieces from the same keys.
-    """
-    from hiera_video.data.clip_sampling import SegmentClipSampler, UniformClipSampler
-    from hiera_video.data.transforms import ImageEvalTransform, VideoEvalTransform
-
-    d = cfg.data
-    mean, std = tuple(d.mean), tuple(d.std)
-    if d.kind == "image":
-        return None, ImageEvalTransform(crop_size=d.crop_size, resize_size=d.test_short_side, mean=mean, std=std)
-    if eval_sampler_kind(cfg) == "segment":
-        sampler: Any = SegmentClipSampler(num_frames=d.num_frames, random=False, num_clips=cfg.eval.num_clips)
-    else:
-        sampler = UniformClipSampler(**_geometry(cfg), num_clips=cfg.eval.num_clips)
-    transform = VideoEvalTransform(
-        crop_size=d.crop_size, short_side=d.test_short_side, num_crops=cfg.eval.num_crops, mean=mean, std=std
-    )
-    return sampler, transform
-
-
 def train_transform(cfg: Config) -> Any:
     """The training augmentation of ``cfg.data`` (crop, flip, RandAugment with mstd, erasing, normalisation)."""
     from hiera_video.data.transforms import ImageTrainTransform, VideoTrainTransform
@@ -435,9 +411,11 @@ def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None) 
     """The test-view dataset of ``split``: items ``(views [V, C, T, H, W], label, index, valid)`` (images
     ``[1, C, H, W]``), ``V = eval.num_clips x eval.num_crops``; collate with ``data.datasets.collate_eval``."""
     from hiera_video.data.datasets import ImageFolderDataset, VideoDataset
+    from hiera_video.engine.pipeline import eval_pipeline
 
     names = class_names if class_names is not None else read_class_names(cfg)
-    sampler, transform = _eval_views(cfg)
+    pipe = eval_pipeline(cfg)
+    sampler, transform = pipe.clip_sampler, pipe.transform
     if cfg.data.kind == "image":
         return ImageFolderDataset(_split_source(cfg, split), train=False, transform=transform, classes=names,
                                   seed=cfg.train.seed, allow_missing_classes=True)
@@ -445,62 +423,3 @@ def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None) 
         _records(cfg, split, names), train=False, clip_sampler=sampler, transform=transform,
         backend=cfg.data.decoder, seed=cfg.train.seed, classes=names,
     )
-
-
-# ------------------------------------------------------------------------------------------------ trained
-
-
-def load_trained(
-    source: str | Path, device: Any = "cpu", use_ema: bool = True
-) -> tuple[nn.Module, Config | None, list[str]]:
-    """A trained classifier from a run folder, a training checkpoint (.pt) or a ``save_pretrained`` folder.
-
-    Returns ``(model in eval mode, the run's Config or None, class names)``. A run folder uses its
-    ``checkpoints/best.pt`` (else ``last.pt``) and its ``config.yaml``; EMA weights are preferred when the
-    checkpoint has them and ``use_ema``.
-    """
-    from hiera_video.config import config_from_dict, load_config
-    from hiera_video.engine.checkpoint import load_checkpoint
-    from hiera_video.models import create_model
-
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"model {str(source)!r} does not exist (a run folder, .pt file or model folder)")
-    ckpt_path: Path | None = None
-    cfg: Config | None = None
-    if source.is_dir():
-        for candidate in (source / "checkpoints" / "best.pt", source / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                ckpt_path = candidate
-                break
-        if ckpt_path is None:
-            export = source / "model" if (source / "model" / "config.json").is_file() else source
-            if not (export / "config.json").is_file():
-                raise FileNotFoundError(f"{source}: no checkpoints/best.pt, checkpoints/last.pt or config.json")
-            model = create_model(None, pretrained=str(export))
-            names = list(model.config.extra.get("class_names") or [])
-            cfg_file = source / "config.yaml"
-            cfg = load_config(cfg_file) if cfg_file.is_file() else None
-            return model.to(device).eval(), cfg, names or [str(i) for i in range(model.config.num_classes)]
-        if (source / "config.yaml").is_file():
-            cfg = load_config(source / "config.yaml")
-    else:
-        ckpt_path = source
-    saved = load_checkpoint(ckpt_path, map_location="cpu")
-    if "model" not in saved or "config" not in saved:
-        raise ValueError(f"{ckpt_path} is not a hiera-video training checkpoint (no 'model' / 'config' entries)")
-    if cfg is None:
-        cfg = config_from_dict(saved["config"])
-    names = list(saved.get("class_names") or [])
-    state = saved["ema"]["module"] if use_ema and "ema" in saved else saved["model"]
-    head = state.get("head.projection.weight")
-    num_classes = int(head.shape[0]) if head is not None else None
-    import copy
-
-    plain = copy.deepcopy(cfg)
-    plain.model.pretrained = None  # the checkpoint holds all weights
-    model = build_model(plain, num_classes, names or None)
-    model.load_state_dict(state)
-    if not names and num_classes:
-        names = [str(i) for i in range(num_classes)]
-    return model.to(device).eval(), cfg, names

@@ -306,9 +306,11 @@ def evaluate_run(
         raise FileNotFoundError(f"checkpoint {source!r} does not exist")
     info = init_distributed(cfg.train.device)
     log = get_logger(info.is_main)
-    model, _, names = build.load_trained(source, info.device, cfg.eval.use_ema)
+    from hiera_video.engine.pipeline import load_model
+
+    model, _, names, what = load_model(source, device=info.device, use_ema=cfg.eval.use_ema)
     dataset = build.eval_dataset(cfg, split, names)
-    log.info("evaluating %s on %d %s items (%d clips x %d crops)", source, len(dataset), split,
+    log.info("evaluating %s on %d %s items (%d clips x %d crops)", what, len(dataset), split,
              cfg.eval.num_clips, cfg.eval.num_crops)
     result = evaluate(
         model, dataset, info, len(names), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,

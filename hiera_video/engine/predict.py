@@ -12,31 +12,15 @@ others are still predicted.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hiera_video.config import Config
 from hiera_video.engine.distributed import resolve_device
 
 __all__ = ["predict_files"]
-
-
-def _pipeline_config(cfg: Config | None, model: torch.nn.Module) -> Config:
-    """The run's config, or one derived from the model's input size when the model came without one."""
-    if cfg is not None:
-        return copy.deepcopy(cfg)
-    size = tuple(model.config.input_size)
-    out = Config()
-    if len(size) == 3:
-        out.data.kind, out.data.num_frames, out.data.crop_size = "video", size[0], size[1]
-    else:
-        out.data.kind, out.data.crop_size = "image", size[0]
-        out.data.mean, out.data.std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    return out
 
 
 @torch.no_grad()
@@ -50,19 +34,20 @@ def predict_files(
     batch_views: int = 32,
 ) -> list[dict[str, Any]]:
     """Predict every file; returns ``[{"path", "topk": [(label, prob), ...]}]`` or ``{"path", "error"}``."""
+    import copy
+
     from hiera_video.data.annotations import IMAGE_EXTENSIONS, VideoRecord
-    from hiera_video.data.clip_sampling import UniformClipSampler
     from hiera_video.data.datasets import VideoDataset
-    from hiera_video.data.transforms import ImageEvalTransform, VideoEvalTransform
-    from hiera_video.engine.build import load_trained
     from hiera_video.engine.evaluate import predict_views
+    from hiera_video.engine.pipeline import config_for_model, eval_pipeline, load_model
 
     if num_crops not in (1, 3):
         raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
     dev = resolve_device(device)
-    model, cfg, names = load_trained(model_source, dev)
-    cfg = _pipeline_config(cfg, model)
-    d = cfg.data
+    model, cfg, names, _ = load_model(model_source, device=dev)
+    cfg = copy.deepcopy(cfg) if cfg is not None else config_for_model(model)
+    cfg.eval.num_clips, cfg.eval.num_crops = num_clips, num_crops
+    pipe = eval_pipeline(cfg)
     k = min(topk, len(names))
     is_video_model = model.config.is_video
     results: list[dict[str, Any]] = []
@@ -75,20 +60,11 @@ def predict_files(
     videos = [p for p in paths if p.suffix.lower() not in IMAGE_EXTENSIONS]
     video_views: dict[Path, torch.Tensor | None] = {}
     if videos and is_video_model:
-        dataset = VideoDataset(
-            [VideoRecord(str(p)) for p in videos],
-            train=False,
-            clip_sampler=UniformClipSampler(num_frames=d.num_frames, sampling_rate=d.sampling_rate,
-                                            target_fps=d.target_fps, num_clips=num_clips),
-            transform=VideoEvalTransform(crop_size=d.crop_size, short_side=d.test_short_side, num_crops=num_crops,
-                                         mean=tuple(d.mean), std=tuple(d.std)),
-            backend=d.decoder,
-        )
+        dataset = VideoDataset([VideoRecord(str(p)) for p in videos], train=False, clip_sampler=pipe.clip_sampler,
+                               transform=pipe.transform, backend=cfg.data.decoder)
         for i, p in enumerate(videos):
             views, _, _, valid = dataset[i]
             video_views[p] = views if valid else None
-    image_tf = ImageEvalTransform(crop_size=d.crop_size, resize_size=d.test_short_side, mean=tuple(d.mean),
-                                  std=tuple(d.std))
     for p in paths:
         if not p.is_file():
             results.append({"path": str(p), "error": "file not found"})
@@ -101,7 +77,7 @@ def predict_files(
 
             try:
                 with Image.open(p) as img:
-                    x = image_tf(img.convert("RGB"))[None, None]  # [1, V=1, C, H, W]
+                    x = pipe.transform(img.convert("RGB"))[None, None]  # [1, V=1, C, H, W]
             except (OSError, UnidentifiedImageError) as err:
                 results.append({"path": str(p), "error": f"cannot read image: {err}"})
                 continue
