@@ -37,6 +37,10 @@ class Checkpoint:
     format: str  # "hiera_video" | "original" | "hf" | "safetensors" | "torch"
     config: dict[str, Any] | None = None  # HieraConfig fields
     arch: str | None = None  # "hiera" | "mae_hiera" when known
+    # --- sam2 hook (sam2_interop): entries dropped when reading (e.g. SAM 2's neck and heads), reported on
+    # load; trunk_only: the source has no final norm / head, so the model's are initialised fresh (reported).
+    ignored: list[str] = field(default_factory=list)
+    trunk_only: bool = False
 
 
 @dataclass
@@ -117,6 +121,10 @@ def _read_file(path: Path, source: str | None = None) -> Checkpoint:
     if any(k.startswith(("hiera.", "embeddings.", "encoder.stages.")) for k in sd):
         return Checkpoint(hf_state_dict_to_ours(sd), source, "hf")
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
+    from .sam2_interop import read_hieradet  # sam2 hook: SAM 2 / timm HieraDet layouts (see there)
+
+    if (det := read_hieradet(sd, source)) is not None:
+        return det
     fmt = "original" if fmt == "torch" and "blocks.0.attn.qkv.weight" in sd else fmt
     arch = "mae_hiera" if any(k.startswith("decoder_") for k in sd) else None
     return Checkpoint(sd, source, fmt, arch=arch)
@@ -162,6 +170,9 @@ def load_pretrained(model: nn.Module, ckpt: Checkpoint, strict: bool = True) -> 
         if k in sd and k in own and sd[k].shape != own[k].shape:
             report.reinitialized.append(k)
             report.ignored.append(f"{k} {tuple(sd.pop(k).shape)}")
+    report.ignored += ckpt.ignored  # sam2 hook (see Checkpoint.trunk_only)
+    if ckpt.trunk_only:
+        report.reinitialized += [k for k in own if k.startswith(("norm.", "head.")) and k not in sd]
     _interpolate_pos_embeds(model, sd, own, ckpt.config, report)
 
     missing = [k for k in own if k not in sd and k not in report.reinitialized]

@@ -35,7 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .config import HieraConfig, normalize_keys
+from hiera_video.fileio import did_you_mean
+
+from .config import FIELD_ALIASES, HieraConfig, normalize_keys
 from .hiera import Head, Hiera, HieraBlock, PatchEmbed, resize_pos_embed, unroll
 
 # Other code bases' names for HieraDet's own fields (timm's `HieraDet` calls the background size
@@ -120,7 +122,13 @@ class HieraDetConfig(HieraConfig):
         """Like `HieraConfig.from_dict`, also accepting SAM 2's YAML trunk names (``stages``, ``window_spec``,
         ``global_att_blocks``, ``window_pos_embed_bkg_spatial_size``) and timm's ``global_pos_size``."""
         merged = {DET_FIELD_ALIASES.get(k, k): v for k, v in {**d, **overrides}.items()}
-        own = {f.name for f in fields(cls)} - {f.name for f in fields(HieraConfig)}
+        valid = {f.name for f in fields(cls)}
+        for k in merged:
+            if FIELD_ALIASES.get(k, k) not in valid:
+                raise TypeError(f"unknown HieraDet config field '{k}'"
+                                f"{did_you_mean(k, sorted(valid | set(FIELD_ALIASES)))}; valid fields: "
+                                f"{', '.join(sorted(valid))}")
+        own = valid - {f.name for f in fields(HieraConfig)}
         det = {k: merged.pop(k) for k in own if k in merged}
         return cls(**normalize_keys(merged), **det)
 
@@ -247,7 +255,8 @@ class HieraDet(Hiera):
         # As SAM 2 builds them: the window "lags by a block" like Hiera's attention type, i.e. the first
         # block of a stage (which pools) still uses the previous stage's window, on the pre-pooling grid.
         q_pool_blocks, global_blocks = set(cfg.q_pool_blocks()), set(cfg.global_att_blocks)
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        # on the CPU explicitly, so that the model also builds under `with torch.device("meta")`
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
         self.blocks = nn.ModuleList()
         for i in range(sum(cfg.depths)):
