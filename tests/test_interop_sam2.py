@@ -143,6 +143,19 @@ def test_timm_sam2_weights_match_timm(tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=f"stage {i}")
         torch.testing.assert_close(logits, ref(x), rtol=0, atol=1e-5)
         torch.testing.assert_close(model(x), logits, rtol=0, atol=0)
+    # timm's hub folder layout (config.json with "architecture", as timm writes it): no model name needed
+    from timm.models import save_for_hf
+
+    save_for_hf(ref, str(tmp_path / "hub"), safe_serialization=True)
+    folder = hiera_video.create_model(pretrained=str(tmp_path / "hub"), input_size=(256, 256)).eval()
+    assert isinstance(folder, HieraDet) and folder.config.num_classes == 10
+    assert folder.config.global_att_blocks == (5, 7, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(folder(x), logits, rtol=0, atol=0)
+    cfg_file = tmp_path / "hub" / "config.json"
+    cfg_file.write_text(cfg_file.read_text().replace('"sam2_hiera_tiny"', '"hieradet_small"'))
+    with pytest.raises(ValueError, match="'hieradet_small' holds HieraDet weights but is not one of"):
+        hiera_video.create_model(pretrained=str(tmp_path / "hub"))
 
 
 @pytest.mark.parametrize("name", sorted(SAM2_MODELS))
@@ -224,6 +237,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         hiera_video.create_model(pretrained=str(path))  # SAM 2 files carry no config
     with pytest.raises(RuntimeError, match=r"(?s)\(sam2 format\).*missing keys.*blocks\.7\..*mis-shaped keys"):
         hiera_video.create_model("sam2_hiera_tiny", pretrained=str(path), input_size=(256, 256))
+    with pytest.raises(RuntimeError, match=r"mis-shaped keys \(1\): pos_embed: checkpoint \(1, 16, 5, 5\) vs "
+                                           r"model \(1, 16, 14, 14\)"):
+        hiera_video.create_model("sam2_hiera_tiny", pretrained=str(path), input_size=(256, 256),
+                                 **{**SMALL, "window_pos_embed_bkg_spatial_size": (14, 14)})
     trunk = {k: v for k, v in ref.state_dict().items() if k != "blocks.0.attn.qkv.bias"}
     trunk["blocks.0.extra.weight"] = torch.zeros(1)
     torch.save({"model": {f"image_encoder.trunk.{k}": v for k, v in trunk.items()}}, tmp_path / "bad.pt")

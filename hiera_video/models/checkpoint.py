@@ -98,6 +98,10 @@ def _read_dir(path: Path, source: str | None = None) -> Checkpoint:
         return ckpt
     if raw_cfg.get("library") == LIBRARY_TAG:
         ckpt.format, ckpt.config, ckpt.arch = LIBRARY_TAG, raw_cfg["config"], raw_cfg.get("architecture", "hiera")
+    elif ckpt.arch == "hieradet":  # sam2 hook: a timm hub folder of a sam2_hiera_* model (see sam2_interop)
+        from .sam2_interop import timm_folder_config
+
+        ckpt.config = timm_folder_config(raw_cfg, path)
     elif raw_cfg.get("model_type") == "hiera":
         ckpt.format, ckpt.config, ckpt.arch = "hf", hf_config_to_ours(raw_cfg), "hiera"
     else:  # the original release's hub format: its constructor arguments

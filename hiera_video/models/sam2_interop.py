@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,7 +126,50 @@ def read_hieradet(sd: dict[str, torch.Tensor], source: str) -> Checkpoint | None
     if not is_hieradet_state_dict(sd):
         return None
     out, ignored, fmt = hieradet_state_dict_to_ours(sd)
-    return Checkpoint(out, source, fmt, arch="hieradet", ignored=ignored, trunk_only=True)
+    return Checkpoint(out, source, fmt, arch="hieradet", ignored=ignored, trunk_only=fmt in ("sam2", "timm"))
+
+
+def timm_folder_config(raw_cfg: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """Config fields for a timm hub folder holding HieraDet weights (timm's ``config.json``: ``architecture``,
+    ``num_classes``, optional ``model_args``), or None when it names no architecture.
+
+    timm's registry names are ours (``sam2_hiera_tiny`` ...), so the published config is taken from
+    `SAM2_MODELS`; the input size stays SAM 2's 1024² (timm's pretrained_cfg says 896² for T / S / B+, a
+    resolution its windows tile, not the one the weights were trained at).
+    """
+    arch = raw_cfg.get("architecture")
+    if arch is None:
+        return None
+    if arch not in SAM2_MODELS:
+        raise ValueError(f"{path}: timm architecture {arch!r} holds HieraDet weights but is not one of the SAM 2 "
+                         f"trunks known here ({', '.join(SAM2_MODELS)}); pass a model name and overrides, e.g. "
+                         f"create_model('sam2_hiera_small', pretrained=..., window_spec=...)")
+    fields = {**SAM2_MODELS[arch], **_from_timm_args(raw_cfg.get("model_args", {}), path)}
+    if "num_classes" in raw_cfg:
+        fields["num_classes"] = raw_cfg["num_classes"]
+    return fields
+
+
+# timm `HieraDet.__init__` arguments (timm/models/hieradet_sam2.py) that have no field here: the values that
+# describe this model (anything else is a layer it does not have), and arguments that only steer timm's
+# random init (irrelevant when weights are loaded).
+_TIMM_FIXED = {"global_pool": ("avg",), "init_values": (None,), "patch_size": (None,),
+               "norm_layer": ("LayerNorm",), "act_layer": ("GELU",)}
+_TIMM_INIT_ONLY = ("weight_init", "fix_init")
+
+
+def _from_timm_args(args: dict[str, Any], path: Path) -> dict[str, Any]:
+    out = {}
+    for k, v in args.items():
+        if k in _TIMM_FIXED:
+            if v not in _TIMM_FIXED[k]:
+                raise ValueError(f"{path}: timm model_args {k}={v!r} is not supported by HieraDet here (only "
+                                 f"{_TIMM_FIXED[k]})")
+        elif k == "drop_rate":
+            out["head_dropout"] = v
+        elif k not in _TIMM_INIT_ONLY:
+            out[k] = v  # config fields under timm's names (stages, global_pos_size, ...): HieraDetConfig maps them
+    return out
 
 
 def to_sam2_trunk(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
