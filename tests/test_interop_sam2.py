@@ -208,6 +208,36 @@ def test_trunk_trains_with_grad_checkpointing():
         assert torch.equal(model(x), model(x))
 
 
+def test_cpu_fast_paths_equal_the_regular_path(monkeypatch):
+    """Inference (`forward_fast`, global and windowed blocks) and fp32 training linears (oneDNN) of `fast`."""
+    from hiera_video.models import fast
+
+    if not fast._HAS_ONEDNN:
+        pytest.skip("this torch build has no oneDNN")
+    model = randomize_(HieraDet(HieraDetConfig.from_dict(SMALL, input_size=(256, 256), num_classes=3)), seed=7)
+    x = torch.randn(2, 3, 256, 256)
+    calls = []
+    linear = fast.linear
+    monkeypatch.setattr(fast, "linear", lambda *a, **k: calls.append(1) or linear(*a, **k))
+    with torch.no_grad():
+        model.eval()
+        logits, stages = model.forward_intermediates(x)
+        assert len(calls) == 4 * len(model.blocks) + 3  # qkv, proj, fc1, fc2 per block + the 3 residual projs
+        with fast.disabled():
+            want_logits, want_stages = model.forward_intermediates(x)
+    for a, b in zip(stages + [logits], want_stages + [want_logits]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    model.train()
+    train_linear = fast.train_linear
+    monkeypatch.setattr(fast, "train_linear", lambda *a: calls.append(2) or train_linear(*a))
+    grads = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
+    assert calls.count(2) == 4 * len(model.blocks) + 3
+    with fast.disabled():
+        want = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
+    for (name, _), g, w in zip(model.named_parameters(), grads, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path):
     model = HieraDet(HieraDetConfig.from_dict(SMALL, input_size=(256, 256))).eval()
     with pytest.raises(ValueError, match=r"height=200 is not divisible by 32.*use 224 or 192"):

@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hiera_video.fileio import did_you_mean
 
+from . import fast
 from .config import FIELD_ALIASES, HieraConfig, normalize_keys
 from .hiera import Head, Hiera, HieraBlock, PatchEmbed, resize_pos_embed, unroll
 
@@ -192,28 +193,56 @@ class HieraDetBlock(HieraBlock):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        """x: ``[B, H, W, dim]`` -> ``[B, H', W', dim_out]`` (``H' = H / q_stride`` when pooling)."""
+        """x: ``[B, H, W, dim]`` -> ``[B, H', W', dim_out]`` (``H' = H / q_stride`` when pooling).
+
+        ``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:  # projected, pooled residual on the full grid (not per window)
-            x = self.proj(x_norm)
+            x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
             x = max_pool(x, self.q_stride) if self.q_stride else x
-        # Padded tokens are zeros after the norm and are *not* masked out of the attention: their keys and
-        # values are the qkv bias. That is what SAM 2 computes (its weights were trained so); kept for parity.
-        windows, grid = window_partition(x_norm, self.window_size)
-        h, w = windows.shape[1:3]
-        # Unroll each window by the pooling stride: MaskUnitAttention pools the queries as the max over the
-        # leading stride block (see hiera.unroll); its output comes back in row-major order of the pooled
-        # window. Without pooling the unroll is a plain flatten.
-        schedule = [self.q_stride] if self.q_stride else []
-        y = self.attn(unroll(windows, (h, w), schedule))
-        if self.q_stride:
-            h, w = h // self.q_stride[0], w // self.q_stride[1]
-        y = window_unpartition(y.view(-1, h, w, self.dim_out), grid, tuple(x.shape[1:3]))
+        tokens, grid = self._windows(x_norm)
+        y = self._unwindows(self.attn(tokens, onednn), grid, x.shape[1:3])
         x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x), onednn))
 
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - guarded by HieraDet
-        raise NotImplementedError("HieraDet blocks have no CPU fast path (HieraDet.forward_tokens never asks)")
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
+        dt = x.dtype
+        n1, n2 = self.norm1, self.norm2
+        x_norm = F.layer_norm(x, n1.normalized_shape, fast.weight(n1.weight, dt), fast.weight(n1.bias, dt),
+                              n1.eps)
+        if self.dim != self.dim_out:
+            x = fast.linear(x_norm, self.proj)
+            x = max_pool(x, self.q_stride) if self.q_stride else x
+        tokens, grid = self._windows(x_norm)
+        if self.window_size == 0:  # global: the output is the (pooled) map in row-major order, fuse the add
+            B, H, W, C = x.shape
+            x = self.attn.forward_fast(tokens, residual=x.reshape(B, H * W, C)).view(B, H, W, C)
+        else:
+            y = fast.linear(self.attn._attend(fast.linear(tokens, self.attn.qkv)), self.attn.proj)
+            x = x + self._unwindows(y, grid, x.shape[1:3])
+        h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
+        return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
+
+    def _windows(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``[B, H, W, C]`` -> window tokens ``[B * windows, window², C]`` and the window grid.
+
+        Padded tokens are zeros after the norm and are *not* masked out of the attention: their keys and
+        values are the qkv bias. That is what SAM 2 computes (its weights were trained so); kept for parity.
+        Each window is unrolled by the pooling stride so that `MaskUnitAttention` pools the queries as the max
+        over the leading stride block (see `hiera.unroll`); without pooling the unroll is a plain flatten.
+        """
+        windows, grid = window_partition(x_norm, self.window_size)
+        return unroll(windows, windows.shape[1:3], [self.q_stride] if self.q_stride else []), grid
+
+    def _unwindows(self, y: torch.Tensor, grid: tuple[int, int], size: Sequence[int]) -> torch.Tensor:
+        """Attention output ``[B * windows, L, C]`` (row-major in each, pooled, window) -> ``[B, *size, C]``
+        where ``size`` is the block's output grid."""
+        if self.window_size == 0:
+            return y.view(-1, *size, self.dim_out)
+        sh, sw = self.q_stride or (1, 1)
+        y = y.view(-1, self.window_size // sh, self.window_size // sw, self.dim_out)
+        return window_unpartition(y, grid, tuple(size))
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size or 'global'}, q_stride={self.q_stride}"
@@ -229,10 +258,12 @@ class HieraDet(Hiera):
     forward_intermediates / `HieraBackbone`) on inputs ``[B, C, H, W]``.
 
     Stage maps (`forward_intermediates`, `forward_tokens`) are ``[B, H_s, W_s, C_s]``; `HieraBackbone` gives
-    them as ``[B, C_s, H_s, W_s]``, equal to SAM 2's ``trunk(x)`` outputs.
+    them as ``[B, C_s, H_s, W_s]``, equal to SAM 2's ``trunk(x)`` outputs. `Hiera.forward_tokens` picks the
+    CPU fast paths of `fast` for HieraDet as for Hiera (the blocks' `forward_fast` / oneDNN training linears).
     """
 
     arch = "hieradet"
+    block_class = HieraDetBlock
 
     def __init__(self, config: HieraDetConfig | None = None, **overrides: Any):
         # Not Hiera.__init__: that builds mask-unit blocks and a per-token position embedding. Everything
@@ -288,27 +319,28 @@ class HieraDet(Hiera):
             self.config.check_size(tuple(x.shape[2:]))  # HieraDet's own wording; the rest is Hiera's check
         return super()._check_input(x)
 
-    def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                       stages: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x: ``[B, C, H, W]``. Returns the final tokens ``[B, H_last * W_last, C]`` (row-major) and the
-        outputs of ``stages`` as ``[B, H_s, W_s, C_s]``. Runs the regular eager path (no CPU fast path)."""
+    def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
+                        stages: Sequence[int], dt: torch.dtype | None, onednn: bool = False
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`Hiera.forward_tokens` (input checks, CPU fast-path choice) runs this: x ``[B, C, H, W]`` -> the
+        final tokens ``[B, H_last * W_last, C]`` (row-major) and the outputs of ``stages`` as
+        ``[B, H_s, W_s, C_s]``."""
         if mask is not None:
             raise ValueError("HieraDet (SAM 2's trunk) attends in spatial windows and has no mask units: "
                              "masked (MAE) input is not supported; use a hiera_* model for MAE")
         cfg = self.config
-        self._check_input(x)
-        x = self.patch_embed(x).permute(0, 2, 3, 1)  # [B, H, W, C]
-        x = x + self.get_pos_embed(x.shape[1:3])
+        x = self.patch_embed(x, dtype=dt).permute(0, 2, 3, 1)  # [B, H, W, C]
+        pos = self.get_pos_embed(x.shape[1:3])
+        x = (x + (pos if dt is None else pos.to(dt))).contiguous()  # row-major for the fused residual adds
         wanted = set(int(s) % cfg.num_stages for s in stages)
         outs: list[torch.Tensor] = []
         for i, blk in enumerate(self.blocks):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+            if dt is not None:
+                x = blk.forward_fast(x)
+            elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, onednn, use_reentrant=False)
             else:
-                x = blk(x)
+                x = blk(x, onednn)
             if i in cfg.stage_ends and cfg.stage_ends.index(i) in wanted:
                 outs.append(x)
         return x.flatten(1, 2), outs
-
-    def _fast_supported(self) -> bool:
-        return False
