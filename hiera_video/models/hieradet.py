@@ -20,7 +20,7 @@ There is no final norm or head in SAM 2's trunk; as in `Hiera`, this model has a
 initialises them fresh and says so. The SAM 2 FPN neck is not part of this module.
 
 Parameter names are timm's `HieraDet` names (SAM 2's, except ``mlp.layers.0/1`` -> ``mlp.fc1/fc2``), with the
-position embeddings in SAM 2's ``[1, C, h, w]`` layout; `sam2_weights` converts both checkpoint layouts.
+position embeddings in SAM 2's ``[1, C, h, w]`` layout; `sam2_interop` converts both checkpoint layouts.
 """
 
 from __future__ import annotations
