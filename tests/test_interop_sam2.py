@@ -136,11 +136,14 @@ def test_timm_sam2_weights_match_timm(tmp_path):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
 
-    ref = randomize_(timm.create_model("sam2_hiera_tiny", pretrained=False, num_classes=10), seed=4).eval()
+    # tiny's blocks and windows, narrower (timm records the width in its folder's model_args)
+    ref = timm.create_model("sam2_hiera_tiny", pretrained=False, num_classes=10, embed_dim=32)
+    ref = randomize_(ref, seed=4).eval()
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
     assert read_checkpoint(path).format == "timm"
-    model = hiera_video.create_model("sam2_hiera_tiny", pretrained=str(path), input_size=(256, 256)).eval()
+    model = hiera_video.create_model("sam2_hiera_tiny", pretrained=str(path), input_size=(256, 256),
+                                     embed_dim=32).eval()
     assert model.config.num_classes == 10  # taken from the checkpoint's head
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
@@ -155,7 +158,7 @@ def test_timm_sam2_weights_match_timm(tmp_path):
 
     save_for_hf(ref, str(tmp_path / "hub"), safe_serialization=True)
     folder = hiera_video.create_model(pretrained=str(tmp_path / "hub"), input_size=(256, 256)).eval()
-    assert isinstance(folder, HieraDet) and folder.config.num_classes == 10
+    assert isinstance(folder, HieraDet) and folder.config.num_classes == 10 and folder.config.embed_dim == 32
     assert folder.config.global_att_blocks == (5, 7, 9)
     with torch.no_grad():
         torch.testing.assert_close(folder(x), logits, rtol=0, atol=0)
