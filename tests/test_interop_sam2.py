@@ -104,6 +104,15 @@ def test_small_trunk_parity_with_padding_and_api(tmp_path):
         x2 = torch.randn(1, 3, 320, 192)
         for a, b in zip(HieraBackbone(model)(x2), ref(x2)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    # training: the same gradients as SAM 2 (this takes the oneDNN training linears on CPUs that have them)
+    xt = torch.randn(1, 3, 128, 128)
+    want = torch.autograd.grad(sum(o.square().mean() for o in ref.train()(xt)), list(ref.parameters()))
+    got = torch.autograd.grad(sum(o.square().mean() for o in HieraBackbone(model.train())(xt)),
+                              [model.get_parameter(n.replace("layers.0", "fc1").replace("layers.1", "fc2"))
+                               for n, _ in ref.named_parameters()])
+    for (name, _), a, b in zip(ref.named_parameters(), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7, msg=name)
+    model.eval()
     # back to SAM 2's key names: the reference loads them strictly and reproduces itself
     ref2 = SAM2Hiera(**SMALL).eval()
     trunk = {k.removeprefix("image_encoder.trunk."): v for k, v in to_sam2_trunk(model.state_dict()).items()}
