@@ -37,6 +37,10 @@ class Checkpoint:
     format: str  # "hiera_video" | "original" | "hf" | "safetensors" | "torch"
     config: dict[str, Any] | None = None  # HieraConfig fields
     arch: str | None = None  # "hiera" | "mae_hiera" when known
+    # --- sam2 hook (sam2_interop): entries dropped when reading (e.g. SAM 2's neck and heads), reported on
+    # load; trunk_only: the source has no final norm / head, so the model's are initialised fresh (reported).
+    ignored: list[str] = field(default_factory=list)
+    trunk_only: bool = False
 
 
 @dataclass
@@ -94,6 +98,10 @@ def _read_dir(path: Path, source: str | None = None) -> Checkpoint:
         return ckpt
     if raw_cfg.get("library") == LIBRARY_TAG:
         ckpt.format, ckpt.config, ckpt.arch = LIBRARY_TAG, raw_cfg["config"], raw_cfg.get("architecture", "hiera")
+    elif ckpt.arch == "hieradet":  # sam2 hook: a timm hub folder of a sam2_hiera_* model (see sam2_interop)
+        from .sam2_interop import timm_folder_config
+
+        ckpt.config = timm_folder_config(raw_cfg, path)
     elif raw_cfg.get("model_type") == "hiera":
         ckpt.format, ckpt.config, ckpt.arch = "hf", hf_config_to_ours(raw_cfg), "hiera"
     else:  # the original release's hub format: its constructor arguments
@@ -117,6 +125,10 @@ def _read_file(path: Path, source: str | None = None) -> Checkpoint:
     if any(k.startswith(("hiera.", "embeddings.", "encoder.stages.")) for k in sd):
         return Checkpoint(hf_state_dict_to_ours(sd), source, "hf")
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
+    from .sam2_interop import read_hieradet  # sam2 hook: SAM 2 / timm HieraDet layouts (see there)
+
+    if (det := read_hieradet(sd, source)) is not None:
+        return det
     fmt = "original" if fmt == "torch" and "blocks.0.attn.qkv.weight" in sd else fmt
     arch = "mae_hiera" if any(k.startswith("decoder_") for k in sd) else None
     return Checkpoint(sd, source, fmt, arch=arch)
@@ -162,6 +174,9 @@ def load_pretrained(model: nn.Module, ckpt: Checkpoint, strict: bool = True) -> 
         if k in sd and k in own and sd[k].shape != own[k].shape:
             report.reinitialized.append(k)
             report.ignored.append(f"{k} {tuple(sd.pop(k).shape)}")
+    report.ignored += ckpt.ignored  # sam2 hook (see Checkpoint.trunk_only)
+    if ckpt.trunk_only:
+        report.reinitialized += [k for k in own if k.startswith(("norm.", "head.")) and k not in sd]
     _interpolate_pos_embeds(model, sd, own, ckpt.config, report)
 
     missing = [k for k in own if k not in sd and k not in report.reinitialized]

@@ -259,6 +259,7 @@ class Hiera(nn.Module):
     """Hiera classifier / backbone for images (``input_size=(H, W)``) or video (``(T, H, W)``)."""
 
     arch = "hiera"
+    block_class = HieraBlock  # the block the CPU fast path re-implements (sam2 hook: HieraDet's subclass)
 
     def __init__(self, config: HieraConfig | None = None, **overrides):
         super().__init__()
@@ -436,7 +437,7 @@ class Hiera(nn.Module):
             "act": (nn.GELU,),
         }
         return fast.supported(self, plain) and all(
-            type(b) is HieraBlock and b.mlp.act.approximate == "none"
+            type(b) is self.block_class and b.mlp.act.approximate == "none"
             and (b.dim == b.dim_out or type(b.proj) in lin) for b in self.blocks)
 
     def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,

@@ -9,6 +9,7 @@ from typing import Any
 import torch.nn as nn
 
 from .config import HieraConfig
+from .hieradet import HieraDetConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,15 @@ _URL = "https://dl.fbaipublicfiles.com/hiera/{}.pth"
 _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {}
 
 
+def _config_class(arch: str) -> type[HieraConfig]:
+    """The config dataclass of an architecture (sam2 hook): HieraDet's adds its windows to HieraConfig."""
+    return HieraDetConfig if arch == "hieradet" else HieraConfig
+
+
 def register_model(name: str, arch: str, checkpoints: dict[str, str] | None = None, **fields: Any) -> None:
-    """Add a named configuration. ``arch`` is ``"hiera"`` (classifier) or ``"mae_hiera"`` (MAE)."""
-    HieraConfig(**fields)  # validate now, not at first use
+    """Add a named configuration. ``arch`` is ``"hiera"`` (classifier), ``"mae_hiera"`` (MAE) or ``"hieradet"``
+    (SAM 2's trunk)."""
+    _config_class(arch)(**fields)  # validate now, not at first use
     _REGISTRY[name] = (arch, fields, checkpoints or {})
 
 
@@ -50,6 +57,11 @@ for _size in ("base", "base_plus", "large", "huge"):
     register_model(f"mae_hiera_{_size}_16x224", "mae_hiera", {"mae_k400": _URL.format(f"mae_hiera_{_size}_16x224")},
                    q_pool=2, **_f)
 
+# SAM 2's image-encoder trunk (HieraDet); the published configs and checkpoints live in sam2_interop.py.
+from .sam2_interop import SAM2_CHECKPOINTS, SAM2_MODELS  # noqa: E402  (sam2 hook)
+
+for _name, _f in SAM2_MODELS.items():
+    register_model(_name, "hieradet", {t: c["url"] for t, c in SAM2_CHECKPOINTS[_name].items()}, **_f)
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, e.g. ``list_models("*16x224")``."""
@@ -58,7 +70,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_config(name: str, **overrides: Any) -> HieraConfig:
     """The config of a registered model with ``overrides`` applied (any field; aliases such as ``stages``)."""
-    return HieraConfig.from_dict(_entry(name)[1], **overrides)
+    return _config_class(model_arch(name)).from_dict(_entry(name)[1], **overrides)
 
 
 def model_arch(name: str) -> str:
@@ -89,7 +101,11 @@ def build_model(arch: str, config: HieraConfig) -> nn.Module:
         from .hiera_mae import MaskedAutoencoderHiera
 
         return MaskedAutoencoderHiera(config)
-    raise ValueError(f"unknown architecture '{arch}' (expected 'hiera' or 'mae_hiera')")
+    if arch == "hieradet":  # sam2 hook
+        from .hieradet import HieraDet
+
+        return HieraDet(config)
+    raise ValueError(f"unknown architecture '{arch}' (expected 'hiera', 'mae_hiera' or 'hieradet')")
 
 
 def create_model(name: str | None = None, pretrained: str | None = None, strict: bool = True,
@@ -116,8 +132,9 @@ def create_model(name: str | None = None, pretrained: str | None = None, strict:
 
     ckpt = read_checkpoint(pretrained)
     if name is None and ckpt.config is None:
+        example = "sam2_hiera_tiny" if ckpt.arch == "hieradet" else "hiera_base_224"
         raise ValueError(f"{pretrained} carries no config; pass a model name, e.g. "
-                         f"create_model('hiera_base_224', pretrained={pretrained!r})")
+                         f"create_model({example!r}, pretrained={pretrained!r})")
     # The name decides the architecture (an MAE checkpoint may feed a classifier); a config saved with the
     # weights describes them better than the registry entry (custom depths, input sizes, ...).
     arch = model_arch(name) if name is not None else (ckpt.arch or "hiera")
@@ -126,10 +143,10 @@ def create_model(name: str | None = None, pretrained: str | None = None, strict:
         # MAE encoders pool twice, classifiers three times: the pooling schedule is the target's, not the
         # checkpoint's (it has no weights, so the encoder weights fit either way).
         base = {**base, "q_pool": _entry(name)[1].get("q_pool", HieraConfig.q_pool)}
-    if "num_classes" not in overrides and arch == "hiera":
+    if "num_classes" not in overrides and arch in ("hiera", "hieradet"):
         head = ckpt.state_dict.get("head.projection.weight")
         if head is not None:  # keep the checkpoint's classes unless the user asks for others
             overrides["num_classes"] = head.shape[0]
-    model = build_model(arch, HieraConfig.from_dict(base, **overrides))
+    model = build_model(arch, _config_class(arch).from_dict(base, **overrides))
     load_pretrained(model, ckpt, strict=strict)
     return model
