@@ -79,10 +79,9 @@ def check_model(cfg: Config, job: Job) -> None:
 
     name = cfg.model.name
     if name not in list_models():
-        import difflib
+        from hiera_video.fileio import did_you_mean
 
-        close = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        hint = did_you_mean(name, list_models())
         raise ConfigError(f"model.name: unknown model {name!r}{hint}; available: {', '.join(list_models())}")
     arch = _arch(name)
     if job == "pretrain" and arch != "mae_hiera":
@@ -109,7 +108,7 @@ def build_model(cfg: Config, num_classes: int | None = None, class_names: list[s
     """Create ``cfg.model.name`` (loading ``cfg.model.pretrained`` if set) sized for the data."""
     from hiera_video.models import create_model
 
-    overrides = model_overrides(cfg, num_classes if _arch(cfg.model.name) == "hiera" else None)
+    overrides = model_overrides(cfg, num_classes if _arch(cfg.model.name) in ("hiera", "hieradet") else None)
     if class_names is not None:
         overrides["extra"] = {"class_names": list(class_names)}
     model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, **overrides)
