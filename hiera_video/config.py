@@ -27,6 +27,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from hiera_video.constants import KINETICS_MEAN, KINETICS_STD
 from hiera_video.fileio import atomic_write_text, did_you_mean
 
 __all__ = [
@@ -137,8 +138,8 @@ class DataConfig:
     # True: the K clips share one start (frames decoded once, augmented K times; DeiT-style, ~1.2x the cost of
     # one clip); False: a random start per clip (MAE-ST's repeated sampling; decoding grows with K).
     repeated_aug_same_start: bool = False
-    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
-    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(KINETICS_MEAN))
+    std: list[float] = field(default_factory=lambda: list(KINETICS_STD))
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
     decoder: Literal["auto", "pyav", "decord"] = "auto"

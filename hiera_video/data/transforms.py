@@ -28,6 +28,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torchvision import tv_tensors
 
+from hiera_video.constants import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
 from hiera_video.data.rand_augment import FastRandAugment, configure_cv2, split_planes
 
 __all__ = [
@@ -46,11 +47,6 @@ __all__ = [
     "VideoTrainTransform",
     "to_tchw",
 ]
-
-KINETICS_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
-KINETICS_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def to_tchw(video: torch.Tensor) -> tv_tensors.Video:
