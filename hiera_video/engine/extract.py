@@ -586,7 +586,7 @@ def load_extract_model(cfg: ExtractConfig, device: torch.device) -> tuple[nn.Mod
     `create_model`), or an existing path: a training run folder, a training checkpoint ``.pt`` or a
     ``save_pretrained`` folder, loaded by the training engine's `load_trained` (EMA weights preferred).
     """
-    from hiera_video.models.registry import create_model
+    from hiera_video.models import create_model
 
     run_cfg = None
     if Path(cfg.model).expanduser().exists():

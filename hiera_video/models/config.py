@@ -18,6 +18,11 @@ FIELD_ALIASES = {
     "num_query_pool": "q_pool",
     "embed_dim_multiplier": "dim_mul",
     "patch_size": "patch_kernel",
+    # timm's `Hiera` constructor names (timm/models/hiera.py)
+    "img_size": "input_size",
+    "init_values": "layer_scale_init",
+    "use_expand_proj": "expand_proj",
+    "drop_rate": "head_dropout",
 }
 
 
@@ -49,6 +54,13 @@ class HieraConfig:
     head_dropout: float = 0.0
     head_init_scale: float = 0.001
     sep_pos_embed: bool = False
+    # "abswin" position embedding (Bolya et al. 2023, "Window Attention is Bugged", arXiv:2311.05613; timm's
+    # `hiera_*_abswin_256`): a global embedding of grid `global_pos_size` interpolated to the token grid plus
+    # one mask-unit-sized embedding tiled over every window. Any number of dims (video: (T, H, W) both).
+    abs_win_pos_embed: bool = False
+    global_pos_size: tuple[int, ...] = ()
+    layer_scale_init: float | None = None  # LayerScale on both residual branches (timm `init_values`)
+    expand_proj: bool = True  # False: a widening block's residual is [max-pool, avg-pool] (timm, no weights)
     norm_eps: float = 1e-6
     # MAE only.
     decoder_embed_dim: int = 512
@@ -61,7 +73,7 @@ class HieraConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_size", "depths", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride",
-                     "patch_padding"):
+                     "patch_padding", "global_pos_size"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         self.mask_unit_attn = tuple(bool(v) for v in self.mask_unit_attn)
         self.validate()
@@ -124,6 +136,15 @@ class HieraConfig:
             raise ValueError(
                 f"mask_unit_attn has {len(self.mask_unit_attn)} entries but there are {self.num_stages} stages"
             )
+        if self.abs_win_pos_embed:
+            if self.sep_pos_embed:
+                raise ValueError("abs_win_pos_embed and sep_pos_embed exclude each other; choose one")
+            if len(self.global_pos_size) != n:
+                raise ValueError(f"abs_win_pos_embed needs global_pos_size with one entry per input dimension "
+                                 f"({n}), got {self.global_pos_size}")
+        if not self.expand_proj and self.dim_mul != 2.0:
+            raise ValueError(f"expand_proj=False widens by concatenating max- and avg-pooling, so it needs "
+                             f"dim_mul=2.0, got {self.dim_mul}")
         check_input_size(self, self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
