@@ -62,6 +62,13 @@ def resolve_model_config(ckpt: Checkpoint, name: str | None, overrides: dict[str
         # MAE encoders pool twice, classifiers three times: the pooling schedule is the target's, not the
         # checkpoint's (it has no weights, so the encoder weights fit either way).
         base["q_pool"] = _entry(name)[1].get("q_pool", HieraConfig.q_pool)
+    named = _entry(name)[1] if name is not None else {}
+    if name is not None and ckpt.config is not None and bool(named.get("abs_win_pos_embed")) != bool(
+            base.get("abs_win_pos_embed")):
+        # Another position-embedding layout by name (e.g. an abswin model from a video checkpoint's separate
+        # embeddings): the layout is the named model's; `load_pretrained` converts the weights into it.
+        for k in ("abs_win_pos_embed", "sep_pos_embed", "global_pos_size"):
+            base[k] = named.get(k, getattr(HieraConfig, k, ()))
     if "num_classes" not in overrides and arch == "hiera":
         head = ckpt.state_dict.get("head.projection.weight")
         if head is not None:  # keep the checkpoint's classes unless the user asks for others
