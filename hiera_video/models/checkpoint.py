@@ -260,9 +260,11 @@ def _read_training_checkpoint(obj: dict[str, Any], path: Path, use_ema: bool | N
     names = obj.get("class_names") or (obj.get("model_config") or {}).get("extra", {}).get("class_names")
     if names:
         extra["class_names"] = list(names)
-    for ours, theirs in (("mean", "mean"), ("std", "std"), ("resize_size", "test_short_side")):
-        if data.get(theirs) is not None:  # the normalisation / eval resize the model was trained with
+    for ours, theirs in (("mean", "mean"), ("std", "std")):
+        if data.get(theirs) is not None:  # the normalisation the model was trained with
             extra[ours] = data[theirs]
+    if data.get("test_short_side") or data.get("crop_size"):  # its eval resize (None: the crop size)
+        extra["resize_size"] = data.get("test_short_side") or data.get("crop_size")
     config = obj.get("model_config")
     model_name = obj.get("model_name") or (run.get("model") or {}).get("name")
     if config is None and model_name is not None:
