@@ -61,13 +61,16 @@ class Checkpoint:
 class WeightFormat:
     """One checkpoint format. ``matches_config`` recognises its ``config.json`` (folders), ``matches_keys``
     its state-dict keys (bare files); ``to_ours`` renames keys; ``read_config`` turns its ``config.json``
-    (and folder, for side files) into ``(our config fields or None, model name or None, extra)``."""
+    (and folder, for side files) into ``(our config fields or None, model name or None, extra)``;
+    ``name_from_keys`` (optional) names the registry model a bare file of this format is, from its (our)
+    keys and shapes, so that no model name is needed."""
 
     name: str
     matches_config: Callable[[dict[str, Any]], bool] | None
     matches_keys: Callable[[set[str]], bool] | None
     to_ours: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
     read_config: Callable[[dict[str, Any], Path], tuple[dict[str, Any] | None, str | None, dict[str, Any]]]
+    name_from_keys: Callable[[dict[str, torch.Tensor]], str | None] | None = None
 
 
 def _same(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,16 +210,17 @@ def _read_file(path: Path, source: str | None = None, use_ema: bool | None = Non
     if is_training_checkpoint(obj):
         return _read_training_checkpoint(obj, path, use_ema)
     sd = _strip_wrappers(_unwrap(obj, path))
-    keys = set(sd)
+    keys, model_name = set(sd), None
     for fmt in FORMATS:
         if fmt.matches_keys is not None and fmt.matches_keys(keys):
             sd = fmt.to_ours(sd)
             name = fmt.name if not (fmt.name == "original" and path.suffix == ".safetensors") else "safetensors"
+            model_name = fmt.name_from_keys(sd) if fmt.name_from_keys is not None else None
             break
     else:
         name = "safetensors" if path.suffix == ".safetensors" else "torch"
     arch = "mae_hiera" if any(k.startswith("decoder_") for k in sd) else None
-    return Checkpoint(sd, source, name, arch=arch)
+    return Checkpoint(sd, source, name, arch=arch, model_name=model_name)
 
 
 def _strip_wrappers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
