@@ -335,6 +335,13 @@ def test_run_folder_and_training_checkpoint_load_with_ema_preferred(tmp_path, ca
     raw2.save_pretrained(run2 / "model")
     with torch.no_grad():
         torch.testing.assert_close(hiera_video.create_model(pretrained=str(run2)).eval()(x), raw2(x))
+    # a checkpoint written before model_config was saved: rebuilt from its model name + run config
+    old = {"model": raw2.state_dict(), "model_name": "hiera_tiny_224", "loop": {}, "config": {
+        "model": {"name": "hiera_tiny_224", "overrides": {"embed_dim": 16, "depths": [1, 1, 2, 1]}},
+        "data": {"kind": "image", "crop_size": 64}}}
+    torch.save(old, tmp_path / "old.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(hiera_video.create_model(pretrained=str(tmp_path / "old.pt")).eval()(x), raw2(x))
 
 
 def test_engine_checkpoint_rebuilds_the_exact_model(tmp_path):
