@@ -25,15 +25,20 @@ def _timm_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
         return randomize_(timm.create_model(name, pretrained=False, **kwargs), seed=seed).eval()
 
 
-def _assert_same_as_timm(ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor) -> None:
-    """Logits and all four stage maps, <= 1e-5."""
+def _timm_outputs(ref: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
-        want = ref.forward_intermediates(x, intermediates_only=True)  # NCHW
-        got = ours.forward_intermediates(x, intermediates_only=True)  # NHWC
-    assert len(got) == len(want) == 4
-    for s, (g, w) in enumerate(zip(got, want)):
-        torch.testing.assert_close(g, w.permute(0, 2, 3, 1), rtol=0, atol=1e-5, msg=f"stage {s}")
+        return ref(x), [w.permute(0, 2, 3, 1) for w in ref.forward_intermediates(x, intermediates_only=True)]
+
+
+def _assert_same_as_timm(ours: torch.nn.Module, want: tuple[torch.Tensor, list[torch.Tensor]],
+                         x: torch.Tensor) -> None:
+    """Logits and all four stage maps (timm's NCHW as our NHWC), <= 1e-5."""
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), want[0], rtol=0, atol=1e-5)
+        got = ours.forward_intermediates(x, intermediates_only=True)
+    assert len(got) == len(want[1]) == 4
+    for s, (g, w) in enumerate(zip(got, want[1])):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5, msg=f"stage {s}")
 
 
 def _hub_cache(tmp_path, monkeypatch, repo_id: str, folder) -> None:
@@ -60,12 +65,13 @@ def test_timm_state_dict_files_match_timm(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "timm.safetensors"))
     torch.save(sd, tmp_path / "timm.pth")
     x = torch.randn(2, 3, 224, 224)
-    for f in ("timm.safetensors", "timm.pth"):
+    ours = create_model("hiera_tiny_224", pretrained=str(tmp_path / "timm.safetensors")).eval()
+    assert ours.config.num_classes == 10
+    _assert_same_as_timm(ours, _timm_outputs(ref, x), x)
+    for f in ("timm.safetensors", "timm.pth"):  # both files: the same (renamed) weights
         ckpt = hiera_video.models.read_checkpoint(tmp_path / f)
-        assert ckpt.format == "timm"
-        ours = create_model("hiera_tiny_224", pretrained=str(tmp_path / f)).eval()
-        assert ours.config.num_classes == 10
-        _assert_same_as_timm(ours, ref, x)
+        assert ckpt.format == "timm" and "head.projection.weight" in ckpt.state_dict and "norm.bias" in ckpt.state_dict
+        assert all(torch.equal(ckpt.state_dict[k], v) for k, v in ours.state_dict().items())
     # strict: the same key reports as for every format, in our names
     broken = {k: v for k, v in sd.items() if k != "head.norm.weight"}
     broken["blocks.0.attn.extra"] = torch.zeros(1)
@@ -89,11 +95,13 @@ def test_timm_hub_folder_and_hub_id_match_timm(tmp_path, monkeypatch, caplog):
     assert "licence of these weights: cc-by-nc-4.0" in caplog.text
     assert ours.config.extra["class_names"] == [f"c{i}" for i in range(10)]
     assert ours.config.extra["mean"] == [0.485, 0.456, 0.406]
-    _assert_same_as_timm(ours, ref, x)
+    want = _timm_outputs(ref, x)
+    _assert_same_as_timm(ours, want, x)
     # the same folder as a timm hub repo, through huggingface_hub (offline, local cache)
     _hub_cache(tmp_path, monkeypatch, "timm/hiera_tiny_224.mae_in1k_ft_in1k", tmp_path / "folder")
     hub = create_model(pretrained="timm/hiera_tiny_224.mae_in1k_ft_in1k").eval()
-    _assert_same_as_timm(hub, ref, x)
+    with torch.no_grad():
+        torch.testing.assert_close(hub(x), want[0], rtol=0, atol=1e-5)
     # a headless timm folder (the ".mae" tags have num_classes=0): a backbone
     save_for_hf(_timm_model("hiera_tiny_224", num_classes=0), str(tmp_path / "mae"), safe_serialization=True)
     backbone = create_model(pretrained=str(tmp_path / "mae"))
@@ -111,7 +119,8 @@ def test_timm_abswin_matches_timm(tmp_path):
     assert (cfg.abs_win_pos_embed, cfg.global_pos_size, cfg.layer_scale_init, cfg.expand_proj) == (
         True, (16, 16), 1e-5, False)
     assert cfg.extra["license"] == "apache-2.0"  # timm's own training, as its pretrained_cfg says
-    _assert_same_as_timm(ours, ref, torch.randn(2, 3, 256, 256))
+    x = torch.randn(2, 3, 256, 256)
+    _assert_same_as_timm(ours, _timm_outputs(ref, x), x)
 
 
 def test_export_to_timm_runs_in_timm(tmp_path):
