@@ -9,7 +9,8 @@ Nothing here downloads anything: fetch a file yourself (or let huggingface_hub f
 * HF transformers ports ``facebook/hiera-<size>-224[-in1k]-hf``: CC-BY-NC-4.0 (their model cards);
 * timm's ports of those weights ``timm/hiera_<size>_224.*``: cc-by-nc-4.0; timm's own abswin training
   ``timm/hiera_small_abswin_256.sbb2_*``: apache-2.0 (timm/models/hiera.py ``default_cfgs``, the ``license``
-  timm writes into each hub ``config.json``);
+  timm writes into each hub ``config.json``; the model card huggingface.co/timm/hiera_small_abswin_256.
+  sbb2_pd_e200_in12k_ft_in1k states "License: apache-2.0");
 * SAM 2 / SAM 2.1 (facebookresearch/sam2, ``dl.fbaipublicfiles.com/segment_anything_2/072824`` and
   ``/092824``; hub ``facebook/sam2-hiera-*``, ``facebook/sam2.1-hiera-*``) and timm's ``timm/sam2_hiera_*``
   ports: Apache-2.0 (the sam2 repository's LICENSE; timm/models/hieradet_sam2.py ``default_cfgs``).
