@@ -143,7 +143,7 @@ def export_timm(model: nn.Module, directory: str | os.PathLike, class_names: lis
     names = class_names or extra.get("class_names")
     pretrained_cfg = {
         "input_size": [cfg.in_chans, *cfg.input_size], "fixed_input_size": True,
-        "interpolation": extra.get("interpolation", "bicubic"), "crop_pct": extra.get("crop_pct", 0.875),
+        "interpolation": extra.get("interpolation", "bicubic"), "crop_pct": _crop_pct(cfg),
         "crop_mode": "center", "mean": list(extra.get("mean", (0.485, 0.456, 0.406))),
         "std": list(extra.get("std", (0.229, 0.224, 0.225))), "num_classes": cfg.num_classes,
         "first_conv": "patch_embed.proj", "classifier": "head.fc",
@@ -161,3 +161,13 @@ def export_timm(model: nn.Module, directory: str | os.PathLike, class_names: lis
     atomic_write_bytes(d / "model.safetensors", save(sd, metadata={"format": "pt"}))
     atomic_write_text(d / "config.json", json.dumps(raw, indent=2))
     return d
+
+
+def _crop_pct(cfg: HieraConfig) -> float:
+    """timm's centre-crop fraction: recorded, else crop / the run's eval resize, else timm's 0.875."""
+    extra = cfg.extra
+    if extra.get("crop_pct"):
+        return float(extra["crop_pct"])
+    if extra.get("resize_size"):
+        return min(cfg.input_size[-2:]) / float(extra["resize_size"])
+    return 0.875
