@@ -244,3 +244,23 @@ def test_abswin_config_errors():
         get_config("hiera_base_abswin_16x224", sep_pos_embed=True)
     with pytest.raises(ValueError, match="needs dim_mul=2.0"):
         get_config("hiera_small_abswin_256", dim_mul=1.5)
+
+
+TIMM_NAMES = [f"hiera_{s}_224" for s in ("tiny", "small", "base", "base_plus", "large", "huge")] + [
+    "hiera_small_abswin_256", "hiera_base_abswin_256"]
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_every_timm_hiera_has_the_same_weights_here(name, monkeypatch):
+    """Same key names (through the timm mapping) and shapes as timm's model of that name (meta device)."""
+    from hiera_video.models.format_timm import ours_state_dict_to_timm
+
+    cpu_linspace = torch.linspace  # drop-path rates are read with .item(), which meta tensors cannot do
+    monkeypatch.setattr(torch, "linspace", lambda *a, **k: cpu_linspace(*a, **{**k, "device": "cpu"}))
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        ref = timm.create_model(name, pretrained=False)
+        ours = create_model(name)
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ours_state_dict_to_timm(ours.state_dict()).items()}
+    assert got == want
