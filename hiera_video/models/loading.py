@@ -38,8 +38,9 @@ class LoadReport:
 
 def source_license(ckpt: Checkpoint) -> str | None:
     """The licence of the weights, when the source states it or is a known published checkpoint."""
-    if ckpt.extra.get("license"):
-        return str(ckpt.extra["license"])
+    for meta in (ckpt.extra, (ckpt.config or {}).get("extra") or {}):  # stated by the source / carried along
+        if meta.get("license"):
+            return str(meta["license"])
     known = license_of(ckpt.source)
     return known.license if known is not None else None
 
