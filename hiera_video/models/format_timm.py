@@ -133,6 +133,8 @@ def export_timm(model: nn.Module, directory: str | os.PathLike, class_names: lis
     from safetensors.torch import save
 
     cfg: HieraConfig = model.config
+    if cfg.norm_eps != 1e-6:  # timm's Hiera builds LayerNorm(eps=1e-6) and takes no eps argument
+        raise ValueError(f"timm's Hiera has LayerNorm eps 1e-6; this model uses {cfg.norm_eps}")
     model_args = {}
     for f in _TIMM_FIELDS:
         v = getattr(cfg, f)
