@@ -7,6 +7,11 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# The ImageNet normalisation (the image models' training statistics), the models' default when a model does
+# not record its own in ``config.extra["mean"] / ["std"]``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # Names used by other code bases for the same field; accepted as overrides and in loaded configs.
 FIELD_ALIASES = {
     "stages": "depths",

@@ -20,9 +20,8 @@ import torch.nn as nn
 
 from hiera_video.fileio import atomic_write_bytes, atomic_write_text
 
-from .config import HieraConfig
+from .config import IMAGENET_MEAN, IMAGENET_STD, HieraConfig
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _PIL_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the value HF processor configs store as "resample"
 
 

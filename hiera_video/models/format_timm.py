@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from hiera_video.fileio import atomic_write_bytes, atomic_write_text
 
-from .config import FIELD_ALIASES, HieraConfig
+from .config import FIELD_ALIASES, IMAGENET_MEAN, IMAGENET_STD, HieraConfig
 from .registry import get_config, list_models
 
 # timm constructor arguments that carry no weights/shape information we model, with the values we accept.
@@ -146,8 +146,8 @@ def export_timm(model: nn.Module, directory: str | os.PathLike, class_names: lis
     pretrained_cfg = {
         "input_size": [cfg.in_chans, *cfg.input_size], "fixed_input_size": True,
         "interpolation": extra.get("interpolation", "bicubic"), "crop_pct": _crop_pct(cfg),
-        "crop_mode": "center", "mean": list(extra.get("mean", (0.485, 0.456, 0.406))),
-        "std": list(extra.get("std", (0.229, 0.224, 0.225))), "num_classes": cfg.num_classes,
+        "crop_mode": "center", "mean": list(extra.get("mean", IMAGENET_MEAN)),
+        "std": list(extra.get("std", IMAGENET_STD)), "num_classes": cfg.num_classes,
         "first_conv": "patch_embed.proj", "classifier": "head.fc",
     }
     if extra.get("license"):

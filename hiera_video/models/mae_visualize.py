@@ -28,12 +28,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .config import IMAGENET_MEAN, IMAGENET_STD
 from .hiera_mae import MaskedAutoencoderHiera
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PANELS", "reconstruction_panels", "save_reconstruction"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PANELS = ("input", "masked", "recon", "recon+visible")
 PAD = 2
 HEADER = 14
