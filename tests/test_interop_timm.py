@@ -103,7 +103,7 @@ def test_timm_hub_folder_and_hub_id_match_timm(tmp_path, monkeypatch, caplog):
     with torch.no_grad():
         torch.testing.assert_close(hub(x), want[0], rtol=0, atol=1e-5)
     # a headless timm folder (the ".mae" tags have num_classes=0): a backbone
-    save_for_hf(_timm_model("hiera_tiny_224", num_classes=0), str(tmp_path / "mae"), safe_serialization=True)
+    save_for_hf(_timm_model("hiera_tiny_224", num_classes=0), str(tmp_path / "mae"))  # pytorch_model.bin
     backbone = create_model(pretrained=str(tmp_path / "mae"))
     assert backbone.config.num_classes == 0 and isinstance(backbone.head.projection, torch.nn.Identity)
 

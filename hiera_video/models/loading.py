@@ -57,7 +57,10 @@ def resolve_model_config(ckpt: Checkpoint, name: str | None, overrides: dict[str
             src = ckpt.source
             raise ValueError(f"{src} carries no config; pass a model name, e.g. "
                              f"create_model('hiera_base_224', pretrained={src!r})")
-    arch = arch or (model_arch(name) if name is not None else (ckpt.arch or "hiera"))
+    named_by_source = ckpt.model_name if ckpt.model_name is not None and is_registered(ckpt.model_name) else None
+    if arch is None:  # the name's architecture, else the one the source names (timm's), else the weights'
+        arch = model_arch(name) if name is not None else (
+            model_arch(named_by_source) if named_by_source and ckpt.arch != "mae_hiera" else ckpt.arch or "hiera")
     base = dict(ckpt.config) if ckpt.config is not None else dict(_entry(name)[1])
     if name is not None and ckpt.config is not None and ckpt.arch not in (None, arch):
         # MAE encoders pool twice, classifiers three times: the pooling schedule is the target's, not the
