@@ -369,6 +369,12 @@ def test_engine_checkpoint_rebuilds_the_exact_model(tmp_path):
     assert m.config.extra["mean"] == list(cfg.data.mean)
     for k, v in saved["ema"]["module"].items():
         assert torch.equal(m.state_dict()[k], v), k
+    # the run folder itself: best.pt (else last.pt), EMA weights
+    run = tmp_path / "r"
+    pick = run / "checkpoints" / ("best.pt" if (run / "checkpoints" / "best.pt").is_file() else "last.pt")
+    from_run = hiera_video.create_model(pretrained=str(run))
+    for k, v in load_checkpoint(pick)["ema"]["module"].items():
+        assert torch.equal(from_run.state_dict()[k], v), k
 
 
 # ------------------------------------------------------------------------------------------ sources, imports
