@@ -418,7 +418,8 @@ class Hiera(nn.Module):
 
     def get_pos_embed(self, tokens: Sequence[int]) -> torch.Tensor:
         """Position embedding ``[1, *tokens, C]`` for a token grid, interpolated when it is not the native one
-        (bicubic in space, linear in time)."""
+        (bicubic in space, linear in time). abswin: the background resampled to the grid plus the window
+        embedding tiled over every mask unit (`pos_embed.abswin_pos_embed`)."""
         native = self.config.tokens_shape()
         C = self.config.embed_dim
         if self.config.abs_win_pos_embed:
