@@ -6,7 +6,7 @@
     hiera-video eval CONFIG_OR_RUN [key=value ...] [--checkpoint PATH]
     hiera-video predict FILE [FILE ...] --model RUN_DIR [--topk 5]
     hiera-video extract [CONFIG] INPUT OUTPUT_DIR [key=value ...] [options]   # clip features
-    hiera-video convert SRC DST_DIR [--model NAME] [--to hiera_video|hf]
+    hiera-video convert SRC DST_DIR [--model NAME] [--to hiera_video|hf|timm]
     hiera-video configs [NAME]                         # list shipped configs / print one resolved
 
 CONFIG is a shipped config name (``hiera-video configs``) or a YAML path; every field can be overridden
@@ -269,12 +269,13 @@ def _extract_positionals(items: list[str]) -> tuple[str | None, list[str], list[
     return config, paths, overrides
 
 
-@subcommand("convert", "convert a checkpoint to this library's format or HF transformers")
+@subcommand("convert", "convert a checkpoint to this library's format, HF transformers' or timm's")
 def _convert(p: argparse.ArgumentParser) -> Handler:
-    p.add_argument("src", help="original .pth, .safetensors, HF folder, our folder or hub repo id")
+    p.add_argument("src", help="original .pth, .safetensors, HF / timm / our folder, run folder, training "
+                   "checkpoint or hub repo id")
     p.add_argument("dst", help="output folder")
     p.add_argument("--model", help="registry name (needed when the source carries no config)")
-    p.add_argument("--to", choices=["hiera_video", "hf"], default="hiera_video")
+    p.add_argument("--to", choices=["hiera_video", "hf", "timm"], default="hiera_video")
 
     def run(args: argparse.Namespace) -> int:
         from hiera_video.models.convert import convert_checkpoint

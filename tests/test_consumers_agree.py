@@ -125,9 +125,6 @@ def test_eval_predict_extract_and_python_agree(run, eval_probs, tmp_path):
     assert (raw - eval_probs).abs().max() > 1e-4
 
 
-@pytest.mark.xfail(raises=(FileNotFoundError, ValueError), strict=False,
-                   reason="create_model(pretrained=<run folder | last.pt>) comes with models/ (helper 'timm'); "
-                          "remove this marker at merge")
 @pytest.mark.parametrize("which", ["run", "last.pt"])
 def test_create_model_on_the_run_agrees(run, eval_probs, which):
     from hiera_video import create_model

@@ -16,9 +16,10 @@ import torch
 from model_helpers import randomize_
 
 import hiera_video
-from hiera_video.models import HieraBackbone, get_config, load_pretrained, read_checkpoint
+from hiera_video.models import HieraBackbone, get_config, load_pretrained, pretrained_sources, read_checkpoint
 from hiera_video.models.hieradet import HieraDet, HieraDetConfig
-from hiera_video.models.sam2_interop import SAM2_CHECKPOINTS, SAM2_LICENSE, SAM2_MODELS, to_sam2_trunk
+from hiera_video.models.registry import SAM2_MODELS
+from hiera_video.models.sam2_interop import to_sam2_trunk
 
 sam2_hieradet = pytest.importorskip("sam2.modeling.backbones.hieradet")
 yaml = pytest.importorskip("yaml")
@@ -205,8 +206,11 @@ def test_registry_configs_are_sam2s_published_ones(name):
         assert (a.window_size, a.q_stride, a.attn.num_heads, a.dim, a.dim_out) == (
             b.window_size, b.q_stride, b.attn.heads, b.dim, b.dim_out), f"block {i}"
     # licence metadata of the published weights (picked up by the package's checkpoint listing)
-    assert {c["license"] for c in SAM2_CHECKPOINTS[name].values()} == {SAM2_LICENSE} == {"Apache-2.0"}
-    assert set(hiera_video.models.pretrained_urls(name)) == {"sam2", "sam2.1", "timm", "timm_2pt1"}
+    published = pretrained_sources(name)
+    assert {s.tag for s in published} == {"sam2", "sam2.1"} and {s.format for s in published} == {"sam2", "timm"}
+    assert {s.license for s in published} == {"Apache-2.0"}
+    assert set(hiera_video.models.pretrained_urls(name)) == {"sam2", "sam2.1"}  # the release files
+    assert any(s.is_hub_id and s.location.startswith(f"timm/{name}.") for s in published)
 
 
 def test_trunk_trains_with_grad_checkpointing():

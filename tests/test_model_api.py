@@ -270,3 +270,157 @@ def test_torch_compile_without_graph_breaks():
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ stage indices
+def test_out_of_range_or_non_integer_stages_raise():
+    m = hiera_video.create_model("hiera_tiny_224", **TINY_IMAGE).eval()
+    x = torch.randn(1, 3, 64, 64)
+    for bad in ([5], [4], [-5]):
+        with pytest.raises(IndexError, match=rf"stage index {bad[0]} .*out of range.*4 stages"):
+            m.forward_intermediates(x, stages=bad)
+    for bad in ([1.5], ["1"], [True]):
+        with pytest.raises(TypeError, match="integer stage indices"):
+            m.forward_intermediates(x, stages=bad)
+    with pytest.raises(IndexError, match=r"out_stages=\[0, 5\]"):
+        HieraBackbone(m, out_stages=(0, 5))
+    with pytest.raises(TypeError, match="out_stages must be integer"):
+        HieraBackbone(m, out_stages=(0, 1.0))
+    # negative indices within range count from the end, like Python
+    with torch.no_grad():
+        a = m.forward_intermediates(x, stages=[-1, -4], intermediates_only=True)
+        b = m.forward_intermediates(x, stages=[0, 3], intermediates_only=True)
+    assert [t.shape for t in a] == [t.shape for t in b]
+    assert HieraBackbone(m, out_stages=(-1,)).out_stages == [3]
+
+
+# ------------------------------------------------------------------------------------------ one way to a model
+def _fake_run(tmp_path, with_ema=True, files=("last.pt",)):
+    raw = randomize_(hiera_video.create_model("hiera_tiny_224", **TINY_IMAGE), seed=1)
+    ema = randomize_(hiera_video.create_model("hiera_tiny_224", **TINY_IMAGE), seed=2)
+    state = {"model": raw.state_dict(), "model_config": raw.config.to_dict(), "model_name": "hiera_tiny_224",
+             "class_names": list("abcdefg"), "loop": {"epoch": 1}, "optimizer": {},
+             **({"ema": {"module": ema.state_dict(), "updates": 1, "decay": 0.9}} if with_ema else {})}
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for f in files:
+        torch.save(state, run / "checkpoints" / f)
+    return run, raw.eval(), ema.eval()
+
+
+def test_run_folder_and_training_checkpoint_load_with_ema_preferred(tmp_path, caplog):
+    run, raw, ema = _fake_run(tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    with caplog.at_level(logging.INFO, logger="hiera_video"):
+        m = hiera_video.create_model(pretrained=str(run)).eval()  # run folder -> checkpoints/last.pt
+    assert "loading checkpoints/last.pt" in caplog.text and "loading the EMA weights" in caplog.text
+    assert m.config.extra["class_names"] == list("abcdefg") and m.config.depths == (1, 1, 2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ema(x), rtol=0, atol=0)
+        m_raw = hiera_video.create_model(pretrained=str(run / "checkpoints" / "last.pt"), use_ema=False).eval()
+        torch.testing.assert_close(m_raw(x), raw(x), rtol=0, atol=0)
+        cls = hiera_video.Hiera.from_pretrained(str(run), use_ema=False).eval()
+        torch.testing.assert_close(cls(x), raw(x), rtol=0, atol=0)
+    # best.pt wins over last.pt; model/ is the fallback
+    (run / "checkpoints" / "best.pt").write_bytes((run / "checkpoints" / "last.pt").read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hiera_video"):
+        hiera_video.create_model(pretrained=str(run))
+    assert "loading checkpoints/best.pt" in caplog.text
+    run2, raw2, _ = _fake_run(tmp_path / "b", with_ema=False, files=("ckpt_00000010.pt",))
+    with pytest.raises(ValueError, match="no EMA weights"):
+        hiera_video.create_model(pretrained=str(run2 / "checkpoints" / "ckpt_00000010.pt"), use_ema=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoints/best.pt, checkpoints/last.pt or model/"):
+        hiera_video.create_model(pretrained=str(run2))
+    raw2.save_pretrained(run2 / "model")
+    with torch.no_grad():
+        torch.testing.assert_close(hiera_video.create_model(pretrained=str(run2)).eval()(x), raw2(x))
+    # a checkpoint written before model_config was saved: rebuilt from its model name + run config
+    old = {"model": raw2.state_dict(), "model_name": "hiera_tiny_224", "loop": {}, "config": {
+        "model": {"name": "hiera_tiny_224", "overrides": {"embed_dim": 16, "depths": [1, 1, 2, 1]}},
+        "data": {"kind": "image", "crop_size": 64}}}
+    torch.save(old, tmp_path / "old.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(hiera_video.create_model(pretrained=str(tmp_path / "old.pt")).eval()(x), raw2(x))
+
+
+def test_engine_checkpoint_rebuilds_the_exact_model(tmp_path):
+    """A real training run: its checkpoint carries model_config, so no engine is needed to rebuild it."""
+    from hiera_video.config import apply_overrides, load_config
+    from hiera_video.engine.checkpoint import load_checkpoint
+    from hiera_video.engine.train import train
+
+    cfg = apply_overrides(load_config("in1k_finetune_hiera_base_224"), [
+        "model.name=hiera_tiny_224", "model.overrides={embed_dim: 16, num_heads: 1, depths: [1, 1, 1, 1]}",
+        "model.drop_path_rate=0.0", "data.crop_size=32", "data.test_short_side=36", "data.randaug_n=0",
+        "data.erase_prob=0.0", "data.batch_size=8", "data.num_workers=0", "aug.mixup=0.0", "aug.cutmix=0.0",
+        "optim.warmup_epochs=0", "train.epochs=1", "train.device=cpu", "train.precision=fp32",
+        "train.progress=false", "train.tensorboard=false", "train.ema=true", "train.ema_decay=0.5",
+        "eval.batch_size=8", "data.synthetic={kind: shapes, num_per_class: 8, num_val_per_class: 2, size: [32, 32]}",
+        f"run.output_dir={tmp_path}", "run.name=r",
+    ])
+    train(cfg)
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    saved = load_checkpoint(last)
+    assert saved["model_config"]["depths"] == [1, 1, 1, 1] and saved["model_name"] == "hiera_tiny_224"
+    m = hiera_video.create_model(pretrained=str(last)).eval()
+    assert m.config.input_size == (32, 32) and m.config.num_classes == len(saved["class_names"])
+    assert m.config.extra["class_names"] == saved["class_names"]
+    assert m.config.extra["mean"] == list(cfg.data.mean)
+    for k, v in saved["ema"]["module"].items():
+        assert torch.equal(m.state_dict()[k], v), k
+    # the run folder itself: best.pt (else last.pt), EMA weights
+    run = tmp_path / "r"
+    pick = run / "checkpoints" / ("best.pt" if (run / "checkpoints" / "best.pt").is_file() else "last.pt")
+    from_run = hiera_video.create_model(pretrained=str(run))
+    for k, v in load_checkpoint(pick)["ema"]["module"].items():
+        assert torch.equal(from_run.state_dict()[k], v), k
+
+
+# ------------------------------------------------------------------------------------------ sources, imports
+def test_pretrained_sources_and_licences(tmp_path, caplog):
+    from hiera_video.models import pretrained_sources, pretrained_urls
+
+    every = pretrained_sources()
+    assert {s.format for s in every} == {"original", "hf", "timm", "sam2"}
+    by_loc = {s.location: s for s in every}
+    assert by_loc["https://dl.fbaipublicfiles.com/hiera/hiera_base_224.pth"].license == "CC-BY-NC-4.0"
+    assert by_loc["facebook/hiera-base-plus-224-in1k-hf"].license == "CC-BY-NC-4.0"
+    assert by_loc["timm/hiera_small_abswin_256.sbb2_e200_in12k_ft_in1k"].license == "Apache-2.0"
+    sam = {s.tag: s.location for s in pretrained_sources("sam2_hiera_tiny") if not s.is_hub_id}
+    assert sam == {"sam2": "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_tiny.pt",
+                   "sam2.1": "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt"}
+    assert all(s.license == "Apache-2.0" for s in pretrained_sources("sam2_*"))
+    assert pretrained_urls("hiera_base_16x224")["mae_k400_ft_k400"].endswith("/hiera_base_16x224.pth")
+    assert "sam2_hiera_large" in pretrained_urls()
+    with pytest.raises(ValueError, match="unknown model"):
+        pretrained_urls("hiera_nope")
+    # a file named like a published checkpoint: its licence is logged when loaded
+    m = randomize_(hiera_video.create_model("hiera_tiny_224", **TINY_IMAGE))
+    torch.save({"model_state": m.state_dict()}, tmp_path / "hiera_tiny_224.pth")
+    with caplog.at_level(logging.INFO, logger="hiera_video"):
+        hiera_video.create_model("hiera_tiny_224", pretrained=str(tmp_path / "hiera_tiny_224.pth"), **TINY_IMAGE)
+    assert "licence of these weights: CC-BY-NC-4.0" in caplog.text
+
+
+def test_models_package_has_no_import_cycle():
+    import ast
+    from pathlib import Path
+
+    pkg = Path(hiera_video.models.__file__).parent
+    deps = {}
+    for f in pkg.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        deps[f.stem] = {n.module.split(".")[0] for n in ast.walk(tree)
+                        if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+        deps[f.stem] |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1
+                         and not n.module for a in n.names}
+    deps.pop("__init__")
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join(stack + [node])}"
+        for d in deps.get(node, ()):
+            visit(d, stack + [node])
+
+    for module in deps:
+        visit(module, [])

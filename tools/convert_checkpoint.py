@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("src", help="checkpoint file, directory or hub repo id")
     p.add_argument("dst", help="output directory")
     p.add_argument("--model", default=None, help="registry name (needed when the source has no config)")
-    p.add_argument("--to", default="hiera_video", choices=["hiera_video", "hf"])
+    p.add_argument("--to", default="hiera_video", choices=["hiera_video", "hf", "timm"])
     p.add_argument("--no-strict", action="store_true", help="load what matches instead of failing")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -111,6 +111,9 @@ def build_model(cfg: Config, num_classes: int | None = None, class_names: list[s
     overrides = model_overrides(cfg, num_classes if _arch(cfg.model.name) in ("hiera", "hieradet") else None)
     if class_names is not None:
         overrides["extra"] = {"class_names": list(class_names)}
+    # the normalisation / eval resize it is trained with travel with the weights (HF / timm exports use them)
+    overrides["extra"] = {**overrides.get("extra", {}), "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+                          "resize_size": cfg.data.test_short_side or cfg.data.crop_size}
     model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, **overrides)
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)

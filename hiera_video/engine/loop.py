@@ -264,6 +264,8 @@ def fit(
             "rng": rngs,
             "loop": asdict(state),
             "config": config_to_dict(cfg),
+            # the resolved model config: create_model(pretrained=<this file>) rebuilds the exact architecture
+            "model_config": unwrap(model).config.to_dict(),
             **(extra_state or {}),
         }
 

@@ -13,7 +13,6 @@ and the same frames for the same settings.
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -84,14 +83,14 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu", use_em
 def _load_trained(source: Path, use_ema: bool) -> tuple[nn.Module, Config | None, list[str], str]:
     """(model, run config, class names, description) of a run folder, training checkpoint or export.
 
-    At merge: once ``create_model(pretrained=<run folder | .pt>)`` reads these (models/), the weights part
-    below becomes that call; the run config and the class names stay read here.
+    The weights come through ``create_model(pretrained=...)``, the one way from a path to a model (EMA
+    weights preferred when ``use_ema``); the run's Config is read here, for the clip and crop settings.
     """
     from hiera_video.config import config_from_dict, load_config
-    from hiera_video.engine.checkpoint import load_checkpoint
     from hiera_video.models import create_model
 
     cfg: Config | None = None
+    ckpt_path: Path | None = source
     if source.is_dir():
         ckpt_path = next((c for c in (source / "checkpoints" / "best.pt", source / "checkpoints" / "last.pt")
                           if c.is_file()), None)
@@ -104,24 +103,16 @@ def _load_trained(source: Path, use_ema: bool) -> tuple[nn.Module, Config | None
                                         "(a run folder, a training checkpoint or a save_pretrained folder)")
             model = create_model(None, pretrained=str(export))
             return model, cfg, list(model.config.extra.get("class_names") or []), f"{export} (save_pretrained)"
-    else:
-        ckpt_path = source
-    saved = load_checkpoint(ckpt_path, map_location="cpu")
-    if "model" not in saved or "config" not in saved:
+    from hiera_video.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(ckpt_path, use_ema=None if use_ema else False)  # read once: weights + run config
+    if ckpt.run_config is None:
         raise ValueError(f"{ckpt_path} is not a hiera-video training checkpoint (no 'model' / 'config' entries)")
     if cfg is None:
-        cfg = config_from_dict(saved["config"])
-    names = list(saved.get("class_names") or [])
-    ema = use_ema and "ema" in saved
-    state = saved["ema"]["module"] if ema else saved["model"]
-    head = state.get("head.projection.weight")
-    from hiera_video.engine.build import build_model
-
-    plain = copy.deepcopy(cfg)
-    plain.model.pretrained = None  # the checkpoint holds all weights
-    model = build_model(plain, int(head.shape[0]) if head is not None else None, names or None)
-    model.load_state_dict(state)
-    return model, cfg, names, f"{ckpt_path} ({'EMA' if ema else 'model'} weights)"
+        cfg = config_from_dict(ckpt.run_config)
+    model = create_model(None, pretrained=ckpt)
+    names = list(model.config.extra.get("class_names") or [])
+    return model, cfg, names, f"{ckpt_path} ({'EMA' if '(EMA)' in ckpt.format else 'model'} weights)"
 
 
 def config_for_model(model: nn.Module) -> Config:

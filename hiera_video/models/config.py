@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hiera_video.fileio import did_you_mean
+
 # Names used by other code bases for the same field; accepted as overrides and in loaded configs.
 FIELD_ALIASES = {
     "stages": "depths",
@@ -18,6 +20,11 @@ FIELD_ALIASES = {
     "num_query_pool": "q_pool",
     "embed_dim_multiplier": "dim_mul",
     "patch_size": "patch_kernel",
+    # timm's `Hiera` constructor names (timm/models/hiera.py)
+    "img_size": "input_size",
+    "init_values": "layer_scale_init",
+    "use_expand_proj": "expand_proj",
+    "drop_rate": "head_dropout",
 }
 
 
@@ -49,6 +56,13 @@ class HieraConfig:
     head_dropout: float = 0.0
     head_init_scale: float = 0.001
     sep_pos_embed: bool = False
+    # "abswin" position embedding (Bolya et al. 2023, "Window Attention is Bugged", arXiv:2311.05613; timm's
+    # `hiera_*_abswin_256`): a global embedding of grid `global_pos_size` interpolated to the token grid plus
+    # one mask-unit-sized embedding tiled over every window. Any number of dims (video: (T, H, W) both).
+    abs_win_pos_embed: bool = False
+    global_pos_size: tuple[int, ...] = ()
+    layer_scale_init: float | None = None  # LayerScale on both residual branches (timm `init_values`)
+    expand_proj: bool = True  # False: a widening block's residual is [max-pool, avg-pool] (timm, no weights)
     norm_eps: float = 1e-6
     # MAE only.
     decoder_embed_dim: int = 512
@@ -61,7 +75,7 @@ class HieraConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_size", "depths", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride",
-                     "patch_padding"):
+                     "patch_padding", "global_pos_size"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
         self.mask_unit_attn = tuple(bool(v) for v in self.mask_unit_attn)
         self.validate()
@@ -124,6 +138,15 @@ class HieraConfig:
             raise ValueError(
                 f"mask_unit_attn has {len(self.mask_unit_attn)} entries but there are {self.num_stages} stages"
             )
+        if self.abs_win_pos_embed:
+            if self.sep_pos_embed:
+                raise ValueError("abs_win_pos_embed and sep_pos_embed exclude each other; choose one")
+            if len(self.global_pos_size) != n:
+                raise ValueError(f"abs_win_pos_embed needs global_pos_size with one entry per input dimension "
+                                 f"({n}), got {self.global_pos_size}")
+        if not self.expand_proj and self.dim_mul != 2.0:
+            raise ValueError(f"expand_proj=False widens by concatenating max- and avg-pooling, so it needs "
+                             f"dim_mul=2.0, got {self.dim_mul}")
         check_input_size(self, self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,3 +194,99 @@ def check_input_size(cfg: HieraConfig, size: tuple[int, ...]) -> None:
                 f"input {name}={s} is not divisible by {m} ({what}); use {hi}"
                 + (f" or {lo}" if lo > 0 else "") + f" instead (input size {tuple(size)})"
             )
+
+
+# Other code bases' names for HieraDet's own fields (timm's `HieraDet` calls the background size
+# `global_pos_size`); HieraConfig's aliases (`stages` for `depths`, ...) apply too.
+DET_FIELD_ALIASES = {"global_pos_size": "window_pos_embed_bkg_spatial_size"}
+
+
+@dataclass
+class HieraDetConfig(HieraConfig):
+    """`HieraConfig` plus HieraDet's windows. Defaults are SAM 2's `Hiera` constructor defaults (the base+
+    trunk, ``sam2/modeling/backbones/hieradet.py``) at SAM 2's 1024² input, with no classifier.
+
+    The mask-unit fields of `HieraConfig` (``mask_unit_size``, ``mask_unit_attn``, ``sep_pos_embed``) and the
+    MAE decoder fields are not used by HieraDet.
+    """
+
+    input_size: tuple[int, ...] = (1024, 1024)
+    num_classes: int = 0
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)  # window side per stage, in tokens of that stage
+    global_att_blocks: tuple[int, ...] = (12, 16, 20)  # blocks with global attention instead of windows
+    window_pos_embed_bkg_spatial_size: tuple[int, ...] = (14, 14)  # background position embedding grid
+
+    def __post_init__(self) -> None:
+        for name in ("window_spec", "global_att_blocks", "window_pos_embed_bkg_spatial_size"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        super().__post_init__()  # tuples for the inherited fields, then `validate`
+
+    @property
+    def size_multiple(self) -> tuple[int, ...]:
+        """Each input side must be a multiple of this: patch stride x lcm(first window, all pooling strides).
+
+        The first window must tile the token grid (the window embedding is tiled, not padded, as in SAM 2) and
+        every pooling halves an even grid (SAM 2's max-pool would silently drop a row otherwise).
+        """
+        pools = [s ** self.q_pool for s in self.q_stride]
+        return tuple(p * math.lcm(self.window_spec[0], q) for p, q in zip(self.patch_stride, pools))
+
+    def q_pool_blocks(self) -> list[int]:
+        """The first block of each of the first ``q_pool`` later stages pools its queries."""
+        return [end + 1 for end in self.stage_ends[: self.q_pool]]
+
+    def validate(self) -> None:
+        if self.ndim != 2:
+            raise ValueError(f"HieraDet (SAM 2's trunk) is an image model: input_size must be (H, W), got "
+                             f"{self.input_size}")
+        for name in ("q_stride", "patch_kernel", "patch_stride", "patch_padding",
+                     "window_pos_embed_bkg_spatial_size"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"{name}={getattr(self, name)} must have 2 entries (height, width)")
+        if len(self.window_spec) != self.num_stages:
+            raise ValueError(f"window_spec={self.window_spec} has {len(self.window_spec)} entries but there are "
+                             f"{self.num_stages} stages (depths={self.depths}); give one window per stage")
+        if not 0 <= self.q_pool < self.num_stages:
+            raise ValueError(f"q_pool={self.q_pool} must be in [0, number of stages={self.num_stages})")
+        depth = sum(self.depths)
+        bad = [b for b in self.global_att_blocks if not 0 <= b < depth]
+        if bad:
+            raise ValueError(f"global_att_blocks {bad} are outside the {depth} blocks (0..{depth - 1}) of "
+                             f"depths={self.depths}")
+        if self.window_spec[0] < 1:
+            raise ValueError(f"window_spec[0]={self.window_spec[0]} must be >= 1: it is the size of the tiled "
+                             "window position embedding")
+        for b in self.q_pool_blocks():
+            w = self.window_spec[self.stage_ends.index(b - 1)]  # a pooling block keeps the previous window
+            if b not in self.global_att_blocks and any(w % s for s in self.q_stride):
+                raise ValueError(f"block {b} pools queries by {self.q_stride} inside windows of {w} tokens; the "
+                                 "window must be a multiple of q_stride")
+        self.check_size(self.input_size)
+
+    def check_size(self, size: tuple[int, ...]) -> None:
+        """Raise a clear error when an ``(H, W)`` input cannot be embedded, tiled and pooled exactly."""
+        for name, s, m in zip(("height", "width"), size, self.size_multiple):
+            if s % m != 0 or s == 0:
+                lo, hi = (s // m) * m, (s // m + 1) * m
+                raise ValueError(
+                    f"input {name}={s} is not divisible by {m} (patch stride {self.patch_stride} x lcm(first "
+                    f"window {self.window_spec[0]}, {self.q_pool} poolings by {self.q_stride})); use {hi}"
+                    + (f" or {lo}" if lo > 0 else "") + f" instead (input size {tuple(size)})")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> HieraDetConfig:
+        """Like `HieraConfig.from_dict`, also accepting SAM 2's YAML trunk names (``stages``, ``window_spec``,
+        ``global_att_blocks``, ``window_pos_embed_bkg_spatial_size``) and timm's ``global_pos_size``."""
+        merged = {DET_FIELD_ALIASES.get(k, k): v for k, v in {**d, **overrides}.items()}
+        valid = {f.name for f in fields(cls)}
+        for k in merged:
+            if FIELD_ALIASES.get(k, k) not in valid:
+                raise TypeError(f"unknown HieraDet config field '{k}'"
+                                f"{did_you_mean(k, sorted(valid | set(FIELD_ALIASES)))}; valid fields: "
+                                f"{', '.join(sorted(valid))}")
+        own = valid - {f.name for f in fields(HieraConfig)}
+        det = {k: merged.pop(k) for k in own if k in merged}
+        return cls(**normalize_keys(merged), **det)
+
+    def replace(self, **overrides: Any) -> HieraDetConfig:
+        return type(self).from_dict(self.to_dict(), **overrides)

@@ -12,6 +12,7 @@ attention a reshape, for any number of dimensions, with or without masked-out un
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +21,12 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import fast
+from .checkpoint import save_pretrained as _save_pretrained
 from .config import HieraConfig, check_input_size
+from .loading import load_pretrained, read_checkpoint, resolve_model_config
+from .pos_embed import abswin_pos_embed, resize_pos_embed
+
+__all__ = ["Hiera", "HieraBackbone", "HieraBlock", "MaskUnitAttention", "reroll", "resize_pos_embed", "unroll"]
 
 # ----------------------------------------------------------------------------------------------------------
 # Unroll / Reroll index math
@@ -173,10 +179,21 @@ class MaskUnitAttention(nn.Module):
         return x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
 
 
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (CaiT); ``gamma`` as timm names it."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class HieraBlock(nn.Module):
     def __init__(self, dim: int, dim_out: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
                  q_stride: int = 1, window_size: int = 0, use_mask_unit_attn: bool = False,
-                 norm_eps: float = 1e-6):
+                 norm_eps: float = 1e-6, layer_scale_init: float | None = None, expand_proj: bool = True):
         super().__init__()
         self.dim, self.dim_out = dim, dim_out
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -184,18 +201,33 @@ class HieraBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim_out, eps=norm_eps)
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio))
         self.drop_path = DropPath(drop_path)
-        if dim != dim_out:  # projected (and pooled) residual at a stage transition
+        self.expand_proj = expand_proj
+        if dim != dim_out and expand_proj:  # projected (and pooled) residual at a stage transition
             self.proj = nn.Linear(dim, dim_out)
+        if layer_scale_init is not None:  # timm's abswin models; absent (no keys) otherwise
+            self.ls1, self.ls2 = LayerScale(dim_out, layer_scale_init), LayerScale(dim_out, layer_scale_init)
+
+    def _residual(self, x: torch.Tensor, x_norm: torch.Tensor, onednn: bool) -> torch.Tensor:
+        """The residual stream across a widening block: pooled like the queries."""
+        s = self.attn.q_stride
+        if not self.expand_proj:
+            # timm's `use_expand_proj=False`: [max-pool, avg-pool] of the *un-normalised* input, no weights
+            # (timm/models/hiera.py HieraBlock.forward).
+            x = x.view(x.shape[0], s, -1, x.shape[-1])
+            return torch.cat([x.amax(dim=1), x.mean(dim=1)], dim=-1)
+        x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
+        return x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
         """``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:
-            x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
-            s = self.attn.q_stride
-            x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
-        x = x + self.drop_path(self.attn(x_norm, onednn))
-        return x + self.drop_path(self.mlp(self.norm2(x), onednn))
+            x = self._residual(x, x_norm, onednn)
+        ls1, ls2 = getattr(self, "ls1", None), getattr(self, "ls2", None)
+        a = self.attn(x_norm, onednn)
+        x = x + self.drop_path(a if ls1 is None else ls1(a))
+        m = self.mlp(self.norm2(x), onednn)
+        return x + self.drop_path(m if ls2 is None else ls2(m))
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
@@ -255,6 +287,9 @@ class PatchEmbed(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
+POS_EMBED_NAMES = ("pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_abs", "pos_embed_win")
+
+
 class Hiera(nn.Module):
     """Hiera classifier / backbone for images (``input_size=(H, W)``) or video (``(T, H, W)``)."""
 
@@ -271,7 +306,10 @@ class Hiera(nn.Module):
         self.patch_embed = PatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride,
                                       cfg.patch_padding)
         tokens = cfg.tokens_shape()
-        if cfg.sep_pos_embed:
+        if cfg.abs_win_pos_embed:  # channel-first background + window (see `pos_embed`)
+            self.pos_embed_abs = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.global_pos_size))
+            self.pos_embed_win = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.mask_unit_size))
+        elif cfg.sep_pos_embed:
             if D != 3:
                 raise ValueError(
                     "sep_pos_embed (separate spatial + temporal position embeddings) needs video input")
@@ -297,7 +335,7 @@ class Hiera(nn.Module):
                     flat_mu //= flat_q
             self.blocks.append(HieraBlock(
                 dim, dim_out, heads, cfg.mlp_ratio, dpr[i], flat_q if i in q_pool_blocks else 1, flat_mu,
-                use_mu_attn, cfg.norm_eps))
+                use_mu_attn, cfg.norm_eps, cfg.layer_scale_init, cfg.expand_proj))
             dim = dim_out
         self.num_features = dim
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
@@ -307,7 +345,7 @@ class Hiera(nn.Module):
     # ------------------------------------------------------------------ init / housekeeping
     def init_weights(self) -> None:
         """The original initialisation: truncated normal(0.02), biases and LayerNorm shifts 0.02."""
-        for p in (getattr(self, n, None) for n in ("pos_embed", "pos_embed_spatial", "pos_embed_temporal")):
+        for p in (getattr(self, n, None) for n in POS_EMBED_NAMES):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
         for m in self.modules():
@@ -345,16 +383,18 @@ class Hiera(nn.Module):
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` + ``model.safetensors``; reload with
         ``create_model(pretrained=directory)``."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory, self.arch)
+        _save_pretrained(self, directory, self.arch)
 
     @classmethod
-    def from_pretrained(cls, source: str, **overrides) -> Hiera:
-        """Rebuild a model from a directory / hub repo written by `save_pretrained` (or HF / original)."""
-        from .registry import create_model
-
-        return create_model(None, pretrained=source, **overrides)
+    def from_pretrained(cls, source: str, strict: bool = True, use_ema: bool | None = None,
+                        **overrides) -> Hiera:
+        """Rebuild this class from any source that carries its config (a `save_pretrained` folder, HF / timm
+        folder or hub repo, a run folder or training checkpoint); see `create_model` for the sources."""
+        ckpt = read_checkpoint(source, use_ema=use_ema)
+        _, config = resolve_model_config(ckpt, None, dict(overrides), arch=cls.arch)
+        model = cls(config)
+        load_pretrained(model, ckpt, strict=strict)
+        return model
 
     @property
     def stage_ends(self) -> list[int]:
@@ -379,9 +419,12 @@ class Hiera(nn.Module):
 
     def get_pos_embed(self, tokens: Sequence[int]) -> torch.Tensor:
         """Position embedding ``[1, *tokens, C]`` for a token grid, interpolated when it is not the native one
-        (bicubic in space, linear in time)."""
+        (bicubic in space, linear in time). abswin: the background resampled to the grid plus the window
+        embedding tiled over every mask unit (`pos_embed.abswin_pos_embed`)."""
         native = self.config.tokens_shape()
         C = self.config.embed_dim
+        if self.config.abs_win_pos_embed:
+            return abswin_pos_embed(self.pos_embed_abs, self.pos_embed_win, tokens)
         if self.config.sep_pos_embed:
             sp = resize_pos_embed(self.pos_embed_spatial.reshape(1, native[1], native[2], C), tokens[1:])
             tp = resize_pos_embed(self.pos_embed_temporal, tokens[:1])
@@ -437,7 +480,8 @@ class Hiera(nn.Module):
             "act": (nn.GELU,),
         }
         return fast.supported(self, plain) and all(
-            type(b) is self.block_class and b.mlp.act.approximate == "none"
+            type(b) is self.block_class and b.mlp.act.approximate == "none" and b.expand_proj
+            and not hasattr(b, "ls1")
             and (b.dim == b.dim_out or type(b.proj) in lin) for b in self.blocks)
 
     def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
@@ -465,7 +509,7 @@ class Hiera(nn.Module):
             idx = idx.expand(B, x.shape[1] // U, num_units, x.shape[-1])
             x = torch.gather(x.view(B, -1, U, x.shape[-1]), 2, idx).reshape(B, -1, x.shape[-1])
 
-        wanted = set(int(s) % cfg.num_stages for s in stages)
+        wanted = set(stage_indices(stages, cfg.num_stages))
         outs: list[torch.Tensor] = []
         schedule, grid = list(self.unroll_schedule), list(tokens)
         for i, blk in enumerate(self.blocks):
@@ -514,17 +558,19 @@ class Hiera(nn.Module):
         return self.forward_head(self.norm(last.mean(dim=1))), outs
 
 
-def resize_pos_embed(pe: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize a position embedding ``[1, *grid, C]`` to ``[1, *size, C]`` (a no-op at the same size).
-
-    The one home of position-embedding resizing (on the fly here, at checkpoint load, in the MAE decoder):
-    linear for a temporal grid ``[1, T, C]``, bicubic for a spatial ``[1, H, W, C]``, trilinear for a joint
-    ``[1, T, H, W, C]``, all with ``align_corners=False`` as the original Hiera and timm resize.
-    """
-    if tuple(pe.shape[1:-1]) == tuple(size):
-        return pe
-    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[pe.ndim - 2]
-    return F.interpolate(pe.movedim(-1, 1), size=tuple(size), mode=mode, align_corners=False).movedim(1, -1)
+def stage_indices(stages: Sequence[int], num_stages: int, name: str = "stages") -> list[int]:
+    """Validate stage indices: integers in ``[-num_stages, num_stages)``, negatives counting from the end
+    (like Python's). Anything else raises instead of being wrapped around to some other stage."""
+    out = []
+    for s in stages:
+        if isinstance(s, bool) or not hasattr(s, "__index__"):  # 1.5, "1", True are not stage indices
+            raise TypeError(f"{name} must be integer stage indices, got {s!r} in {list(stages)!r}")
+        i = operator.index(s)
+        if not -num_stages <= i < num_stages:
+            raise IndexError(f"stage index {i} in {name}={list(stages)!r} is out of range for a model with "
+                             f"{num_stages} stages (valid: 0..{num_stages - 1}, or -{num_stages}..-1)")
+        out.append(i % num_stages)
+    return out
 
 
 class HieraBackbone(nn.Module):
@@ -533,7 +579,7 @@ class HieraBackbone(nn.Module):
     def __init__(self, model: Hiera, out_stages: Sequence[int] = (0, 1, 2, 3)):
         super().__init__()
         self.model = model
-        self.out_stages = [int(s) % model.config.num_stages for s in out_stages]
+        self.out_stages = stage_indices(out_stages, model.config.num_stages, "out_stages")
         dims = model.config.stage_dims
         self.channels = [dims[s] for s in self.out_stages]
         cfg = model.config

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import HieraConfig
-from .hiera import Hiera, HieraBlock, resize_pos_embed
+from .hiera import POS_EMBED_NAMES, Hiera, HieraBlock, resize_pos_embed
 
 __all__ = ["MAEOutput", "MaskedAutoencoderHiera"]
 
@@ -191,7 +191,7 @@ class MaskedAutoencoderHiera(Hiera):
         """
         if not hasattr(self, "decoder_pred"):
             return  # called by Hiera.__init__ before the decoder exists; we initialise everything below
-        names = ("pos_embed", "pos_embed_spatial", "pos_embed_temporal", "mask_token", "decoder_pos_embed")
+        names = (*POS_EMBED_NAMES, "mask_token", "decoder_pos_embed")
         for name in names:
             p = getattr(self, name, None)
             if p is not None:

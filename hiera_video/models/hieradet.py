@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -35,107 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from hiera_video.fileio import did_you_mean
-
 from . import fast
-from .config import FIELD_ALIASES, HieraConfig, normalize_keys
+from .config import HieraDetConfig
 from .hiera import Head, Hiera, HieraBlock, PatchEmbed, resize_pos_embed, unroll
-
-# Other code bases' names for HieraDet's own fields (timm's `HieraDet` calls the background size
-# `global_pos_size`); HieraConfig's aliases (`stages` for `depths`, ...) apply too.
-DET_FIELD_ALIASES = {"global_pos_size": "window_pos_embed_bkg_spatial_size"}
-
-
-@dataclass
-class HieraDetConfig(HieraConfig):
-    """`HieraConfig` plus HieraDet's windows. Defaults are SAM 2's `Hiera` constructor defaults (the base+
-    trunk, ``sam2/modeling/backbones/hieradet.py``) at SAM 2's 1024² input, with no classifier.
-
-    The mask-unit fields of `HieraConfig` (``mask_unit_size``, ``mask_unit_attn``, ``sep_pos_embed``) and the
-    MAE decoder fields are not used by HieraDet.
-    """
-
-    input_size: tuple[int, ...] = (1024, 1024)
-    num_classes: int = 0
-    window_spec: tuple[int, ...] = (8, 4, 14, 7)  # window side per stage, in tokens of that stage
-    global_att_blocks: tuple[int, ...] = (12, 16, 20)  # blocks with global attention instead of windows
-    window_pos_embed_bkg_spatial_size: tuple[int, ...] = (14, 14)  # background position embedding grid
-
-    def __post_init__(self) -> None:
-        for name in ("window_spec", "global_att_blocks", "window_pos_embed_bkg_spatial_size"):
-            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
-        super().__post_init__()  # tuples for the inherited fields, then `validate`
-
-    @property
-    def size_multiple(self) -> tuple[int, ...]:
-        """Each input side must be a multiple of this: patch stride x lcm(first window, all pooling strides).
-
-        The first window must tile the token grid (the window embedding is tiled, not padded, as in SAM 2) and
-        every pooling halves an even grid (SAM 2's max-pool would silently drop a row otherwise).
-        """
-        pools = [s ** self.q_pool for s in self.q_stride]
-        return tuple(p * math.lcm(self.window_spec[0], q) for p, q in zip(self.patch_stride, pools))
-
-    def q_pool_blocks(self) -> list[int]:
-        """The first block of each of the first ``q_pool`` later stages pools its queries."""
-        return [end + 1 for end in self.stage_ends[: self.q_pool]]
-
-    def validate(self) -> None:
-        if self.ndim != 2:
-            raise ValueError(f"HieraDet (SAM 2's trunk) is an image model: input_size must be (H, W), got "
-                             f"{self.input_size}")
-        for name in ("q_stride", "patch_kernel", "patch_stride", "patch_padding",
-                     "window_pos_embed_bkg_spatial_size"):
-            if len(getattr(self, name)) != 2:
-                raise ValueError(f"{name}={getattr(self, name)} must have 2 entries (height, width)")
-        if len(self.window_spec) != self.num_stages:
-            raise ValueError(f"window_spec={self.window_spec} has {len(self.window_spec)} entries but there are "
-                             f"{self.num_stages} stages (depths={self.depths}); give one window per stage")
-        if not 0 <= self.q_pool < self.num_stages:
-            raise ValueError(f"q_pool={self.q_pool} must be in [0, number of stages={self.num_stages})")
-        depth = sum(self.depths)
-        bad = [b for b in self.global_att_blocks if not 0 <= b < depth]
-        if bad:
-            raise ValueError(f"global_att_blocks {bad} are outside the {depth} blocks (0..{depth - 1}) of "
-                             f"depths={self.depths}")
-        if self.window_spec[0] < 1:
-            raise ValueError(f"window_spec[0]={self.window_spec[0]} must be >= 1: it is the size of the tiled "
-                             "window position embedding")
-        for b in self.q_pool_blocks():
-            w = self.window_spec[self.stage_ends.index(b - 1)]  # a pooling block keeps the previous window
-            if b not in self.global_att_blocks and any(w % s for s in self.q_stride):
-                raise ValueError(f"block {b} pools queries by {self.q_stride} inside windows of {w} tokens; the "
-                                 "window must be a multiple of q_stride")
-        self.check_size(self.input_size)
-
-    def check_size(self, size: tuple[int, ...]) -> None:
-        """Raise a clear error when an ``(H, W)`` input cannot be embedded, tiled and pooled exactly."""
-        for name, s, m in zip(("height", "width"), size, self.size_multiple):
-            if s % m != 0 or s == 0:
-                lo, hi = (s // m) * m, (s // m + 1) * m
-                raise ValueError(
-                    f"input {name}={s} is not divisible by {m} (patch stride {self.patch_stride} x lcm(first "
-                    f"window {self.window_spec[0]}, {self.q_pool} poolings by {self.q_stride})); use {hi}"
-                    + (f" or {lo}" if lo > 0 else "") + f" instead (input size {tuple(size)})")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> HieraDetConfig:
-        """Like `HieraConfig.from_dict`, also accepting SAM 2's YAML trunk names (``stages``, ``window_spec``,
-        ``global_att_blocks``, ``window_pos_embed_bkg_spatial_size``) and timm's ``global_pos_size``."""
-        merged = {DET_FIELD_ALIASES.get(k, k): v for k, v in {**d, **overrides}.items()}
-        valid = {f.name for f in fields(cls)}
-        for k in merged:
-            if FIELD_ALIASES.get(k, k) not in valid:
-                raise TypeError(f"unknown HieraDet config field '{k}'"
-                                f"{did_you_mean(k, sorted(valid | set(FIELD_ALIASES)))}; valid fields: "
-                                f"{', '.join(sorted(valid))}")
-        own = valid - {f.name for f in fields(HieraConfig)}
-        det = {k: merged.pop(k) for k in own if k in merged}
-        return cls(**normalize_keys(merged), **det)
-
-    def replace(self, **overrides: Any) -> HieraDetConfig:
-        return type(self).from_dict(self.to_dict(), **overrides)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Windows on the spatial layout

@@ -1,17 +1,15 @@
-"""Named model configurations (every published Hiera) and `create_model`."""
+"""Named model configurations: every published Hiera (original, timm's abswin, SAM 2's trunk) and a video abswin.
+
+Configs only; nothing here builds a model (that is `factory.create_model`), so every other module may import
+the registry without an import cycle. Where weights are published: `sources.pretrained_sources`.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import logging
 from typing import Any
 
-import torch.nn as nn
-
-from .config import HieraConfig
-from .hieradet import HieraDetConfig
-
-logger = logging.getLogger(__name__)
+from .config import HieraConfig, HieraDetConfig
 
 _VIDEO = dict(input_size=(16, 224, 224), q_stride=(1, 2, 2), mask_unit_size=(1, 8, 8), patch_kernel=(3, 7, 7),
               patch_stride=(2, 4, 4), patch_padding=(1, 3, 3), sep_pos_embed=True, num_classes=400)
@@ -30,15 +28,16 @@ _URL = "https://dl.fbaipublicfiles.com/hiera/{}.pth"
 _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {}
 
 
-def _config_class(arch: str) -> type[HieraConfig]:
-    """The config dataclass of an architecture (sam2 hook): HieraDet's adds its windows to HieraConfig."""
+def config_class(arch: str) -> type[HieraConfig]:
+    """The config dataclass of an architecture: HieraDet's (SAM 2's trunk) adds its windows to HieraConfig."""
     return HieraDetConfig if arch == "hieradet" else HieraConfig
 
 
 def register_model(name: str, arch: str, checkpoints: dict[str, str] | None = None, **fields: Any) -> None:
     """Add a named configuration. ``arch`` is ``"hiera"`` (classifier), ``"mae_hiera"`` (MAE) or ``"hieradet"``
-    (SAM 2's trunk)."""
-    _config_class(arch)(**fields)  # validate now, not at first use
+    (SAM 2's trunk) (the keys of `factory.ARCHITECTURES`); ``checkpoints``: tag -> URL of published weights,
+    for `pretrained_urls`."""
+    config_class(arch)(**fields)  # validate now, not at first use
     _REGISTRY[name] = (arch, fields, checkpoints or {})
 
 
@@ -57,11 +56,43 @@ for _size in ("base", "base_plus", "large", "huge"):
     register_model(f"mae_hiera_{_size}_16x224", "mae_hiera", {"mae_k400": _URL.format(f"mae_hiera_{_size}_16x224")},
                    q_pool=2, **_f)
 
-# SAM 2's image-encoder trunk (HieraDet); the published configs and checkpoints live in sam2_interop.py.
-from .sam2_interop import SAM2_CHECKPOINTS, SAM2_MODELS  # noqa: E402  (sam2 hook)
+# timm's abswin models (timm/models/hiera.py `hiera_small_abswin_256` / `hiera_base_abswin_256`): LayerScale
+# 1e-5 on both branches; the small one widens without a projection (`use_expand_proj=False`); timm builds both
+# at 256 px (the pretrained_cfg input size) and gives the base one timm's default background grid (14, 14).
+_ABSWIN = dict(input_size=(256, 256), abs_win_pos_embed=True, layer_scale_init=1e-5)
+register_model("hiera_small_abswin_256", "hiera", **_SIZES["small"], **_ABSWIN, global_pos_size=(16, 16),
+               expand_proj=False)
+register_model("hiera_base_abswin_256", "hiera", **_SIZES["base"], **_ABSWIN, global_pos_size=(14, 14))
+# A video abswin (no published weights): 3-D background (8, 14, 14) interpolated to the token grid (8, 56, 56)
+# + a (1, 8, 8) window tile. Convert the video checkpoints' separate embeddings into it with
+# `create_model("hiera_base_abswin_16x224", pretrained=<hiera_base_16x224 weights>)` (see `pos_embed.to_abswin`).
+_VIDEO_ABSWIN = {**_VIDEO, "sep_pos_embed": False, "abs_win_pos_embed": True}
+for _size in ("base", "base_plus"):
+    register_model(f"hiera_{_size}_abswin_16x224", "hiera", **_SIZES[_size], **_VIDEO_ABSWIN,
+                   global_pos_size=(8, 14, 14))
+    register_model(f"mae_hiera_{_size}_abswin_16x224", "mae_hiera", **_SIZES[_size], **_VIDEO_ABSWIN,
+                   global_pos_size=(8, 14, 14), q_pool=2)
 
-for _name, _f in SAM2_MODELS.items():
-    register_model(_name, "hieradet", {t: c["url"] for t, c in SAM2_CHECKPOINTS[_name].items()}, **_f)
+
+# The published trunks: `model.image_encoder.trunk` of sam2/configs/sam2/sam2_hiera_{t,s,b+,l}.yaml and
+# sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml (identical trunks in both releases). Fields the YAMLs omit
+# take the defaults of SAM 2's `Hiera` constructor (sam2/modeling/backbones/hieradet.py), which are
+# `HieraDetConfig`'s defaults: stages (2, 3, 16, 3), window_spec (8, 4, 14, 7), global_att_blocks
+# (12, 16, 20), bkg size (14, 14), q_pool 3, q_stride (2, 2), dim_mul = head_mul = 2. timm's
+# `sam2_hiera_*` (timm/models/hieradet_sam2.py) registers the same four.
+SAM2_MODELS: dict[str, dict[str, Any]] = {
+    "sam2_hiera_tiny": dict(embed_dim=96, num_heads=1, depths=(1, 2, 7, 2), global_att_blocks=(5, 7, 9),
+                            window_pos_embed_bkg_spatial_size=(7, 7)),
+    "sam2_hiera_small": dict(embed_dim=96, num_heads=1, depths=(1, 2, 11, 2), global_att_blocks=(7, 10, 13),
+                             window_pos_embed_bkg_spatial_size=(7, 7)),
+    "sam2_hiera_base_plus": dict(embed_dim=112, num_heads=2),  # the constructor defaults otherwise
+    "sam2_hiera_large": dict(embed_dim=144, num_heads=2, depths=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
+                             window_pos_embed_bkg_spatial_size=(7, 7), window_spec=(8, 4, 16, 8)),
+}
+
+for _name, _f in SAM2_MODELS.items():  # (their published weights: sources.pretrained_sources("sam2_*"))
+    register_model(_name, "hieradet", **_f)
+
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, e.g. ``list_models("*16x224")``."""
@@ -70,16 +101,20 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_config(name: str, **overrides: Any) -> HieraConfig:
     """The config of a registered model with ``overrides`` applied (any field; aliases such as ``stages``)."""
-    return _config_class(model_arch(name)).from_dict(_entry(name)[1], **overrides)
+    return config_class(model_arch(name)).from_dict(_entry(name)[1], **overrides)
 
 
 def model_arch(name: str) -> str:
     return _entry(name)[0]
 
 
-def pretrained_urls(name: str) -> dict[str, str]:
-    """Where the original release publishes this model's weights (download them yourself; pass the path)."""
+def registered_checkpoints(name: str) -> dict[str, str]:
+    """Tag -> URL given to `register_model` for this name."""
     return dict(_entry(name)[2])
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
 
 
 def _entry(name: str) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -90,63 +125,3 @@ def _entry(name: str) -> tuple[str, dict[str, Any], dict[str, str]]:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model '{name}'.{hint} Available: {', '.join(list_models())}")
     return _REGISTRY[name]
-
-
-def build_model(arch: str, config: HieraConfig) -> nn.Module:
-    if arch == "hiera":
-        from .hiera import Hiera
-
-        return Hiera(config)
-    if arch == "mae_hiera":
-        from .hiera_mae import MaskedAutoencoderHiera
-
-        return MaskedAutoencoderHiera(config)
-    if arch == "hieradet":  # sam2 hook
-        from .hieradet import HieraDet
-
-        return HieraDet(config)
-    raise ValueError(f"unknown architecture '{arch}' (expected 'hiera', 'mae_hiera' or 'hieradet')")
-
-
-def create_model(name: str | None = None, pretrained: str | None = None, strict: bool = True,
-                 **overrides: Any) -> nn.Module:
-    """Build a registered Hiera, optionally loading weights.
-
-    name: a registry name (`list_models()`); may be None when ``pretrained`` is a directory or hub repo
-    that carries its own config. pretrained: an original ``.pth`` (with or without ``model_state``), a
-    ``.safetensors`` file, a HF transformers Hiera directory, a directory written by ``save_pretrained``,
-    or a hub repo id (``org/name``, fetched with huggingface_hub). overrides: any config field, e.g.
-    ``num_classes=10, input_size=(8, 224, 224), depths=(1, 1, 2, 1), drop_path_rate=0.1``.
-
-    Loading is strict: missing, unexpected or mis-shaped keys raise with their names. A different
-    ``num_classes`` re-initialises only the head; another input size interpolates the position embeddings;
-    an MAE checkpoint loads into a classifier as encoder weights (head and final norm fresh). Each such
-    adaptation is logged.
-    """
-    from .checkpoint import load_pretrained, read_checkpoint
-
-    if pretrained is None:
-        if name is None:
-            raise ValueError("create_model needs a model name or a pretrained source")
-        return build_model(model_arch(name), get_config(name, **overrides))
-
-    ckpt = read_checkpoint(pretrained)
-    if name is None and ckpt.config is None:
-        example = "sam2_hiera_tiny" if ckpt.arch == "hieradet" else "hiera_base_224"
-        raise ValueError(f"{pretrained} carries no config; pass a model name, e.g. "
-                         f"create_model({example!r}, pretrained={pretrained!r})")
-    # The name decides the architecture (an MAE checkpoint may feed a classifier); a config saved with the
-    # weights describes them better than the registry entry (custom depths, input sizes, ...).
-    arch = model_arch(name) if name is not None else (ckpt.arch or "hiera")
-    base = ckpt.config if ckpt.config is not None else _entry(name)[1]
-    if name is not None and ckpt.config is not None and ckpt.arch not in (None, arch):
-        # MAE encoders pool twice, classifiers three times: the pooling schedule is the target's, not the
-        # checkpoint's (it has no weights, so the encoder weights fit either way).
-        base = {**base, "q_pool": _entry(name)[1].get("q_pool", HieraConfig.q_pool)}
-    if "num_classes" not in overrides and arch in ("hiera", "hieradet"):
-        head = ckpt.state_dict.get("head.projection.weight")
-        if head is not None:  # keep the checkpoint's classes unless the user asks for others
-            overrides["num_classes"] = head.shape[0]
-    model = build_model(arch, _config_class(arch).from_dict(base, **overrides))
-    load_pretrained(model, ckpt, strict=strict)
-    return model

@@ -1,6 +1,6 @@
 """SAM 2 interop: the published trunk configs and checkpoints, and conversion of SAM 2 / timm HieraDet weights.
 
-Layouts read (all detected from their key names, see `read_hieradet`):
+Layouts read (all detected from their key names by `is_hieradet_state_dict`):
 
 * **SAM 2 release** (``sam2_hiera_*.pt``, ``sam2.1_hiera_*.pt``): ``{"model": {"image_encoder.trunk.<key>":
   ..., "image_encoder.neck.<key>": ..., "sam_mask_decoder.<key>": ..., ...}}``. The trunk is taken; every other
@@ -26,52 +26,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import Checkpoint
+from .registry import SAM2_MODELS
 
-SAM2_LICENSE = "Apache-2.0"  # SAM 2 code and weights (github.com/facebookresearch/sam2, LICENSE)
 SAM2_TRUNK_PREFIX = "image_encoder.trunk."
-
-# The published trunks: `model.image_encoder.trunk` of sam2/configs/sam2/sam2_hiera_{t,s,b+,l}.yaml and
-# sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml (identical trunks in both releases). Fields the YAMLs omit
-# take the defaults of SAM 2's `Hiera` constructor (sam2/modeling/backbones/hieradet.py), which are
-# `HieraDetConfig`'s defaults: stages (2, 3, 16, 3), window_spec (8, 4, 14, 7), global_att_blocks
-# (12, 16, 20), bkg size (14, 14), q_pool 3, q_stride (2, 2), dim_mul = head_mul = 2. timm's
-# `sam2_hiera_*` (timm/models/hieradet_sam2.py) registers the same four.
-SAM2_MODELS: dict[str, dict[str, Any]] = {
-    "sam2_hiera_tiny": dict(embed_dim=96, num_heads=1, depths=(1, 2, 7, 2), global_att_blocks=(5, 7, 9),
-                            window_pos_embed_bkg_spatial_size=(7, 7)),
-    "sam2_hiera_small": dict(embed_dim=96, num_heads=1, depths=(1, 2, 11, 2), global_att_blocks=(7, 10, 13),
-                             window_pos_embed_bkg_spatial_size=(7, 7)),
-    "sam2_hiera_base_plus": dict(embed_dim=112, num_heads=2),  # the constructor defaults otherwise
-    "sam2_hiera_large": dict(embed_dim=144, num_heads=2, depths=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
-                             window_pos_embed_bkg_spatial_size=(7, 7), window_spec=(8, 4, 16, 8)),
-}
-
-# Published weights per model: tag -> {url, source, format, license}. `format` names the layout `read_hieradet`
-# detects ("sam2" | "timm"). Release URLs from the SAM 2 repository's checkpoints/download_ckpts.sh
-# (072824 = SAM 2, 092824 = SAM 2.1); timm's hub ids from its default_cfgs (timm/models/hieradet_sam2.py,
-# licence "apache-2.0" there too). Never downloaded implicitly: fetch them, then pass the path.
-_RELEASE = "https://dl.fbaipublicfiles.com/segment_anything_2/{}/{}.pt"
-_TIMM_TAGS = {"sam2_hiera_tiny": "fb_r896", "sam2_hiera_small": "fb_r896", "sam2_hiera_base_plus": "fb_r896",
-              "sam2_hiera_large": "fb_r1024"}
-
-
-def _published(name: str) -> dict[str, dict[str, str]]:
-    size = name.removeprefix("sam2_hiera_")
-    timm_id = f"timm/{name}.{_TIMM_TAGS[name]}"
-    return {
-        "sam2": dict(url=_RELEASE.format("072824", f"sam2_hiera_{size}"), source="SAM 2 release (Meta)",
-                     format="sam2", license=SAM2_LICENSE),
-        "sam2.1": dict(url=_RELEASE.format("092824", f"sam2.1_hiera_{size}"), source="SAM 2.1 release (Meta)",
-                       format="sam2", license=SAM2_LICENSE),
-        "timm": dict(url=f"https://huggingface.co/{timm_id}", source=f"timm hub ({timm_id})", format="timm",
-                     license=SAM2_LICENSE),
-        "timm_2pt1": dict(url=f"https://huggingface.co/{timm_id}_2pt1", source=f"timm hub ({timm_id}_2pt1)",
-                          format="timm", license=SAM2_LICENSE),
-    }
-
-
-SAM2_CHECKPOINTS: dict[str, dict[str, dict[str, str]]] = {name: _published(name) for name in SAM2_MODELS}
 
 _SAM2_MLP = re.compile(r"^(blocks\.\d+\.mlp\.)layers\.([01])\.")
 _TIMM_HEAD = {"head.norm.": "norm.", "head.fc.": "head.projection."}
@@ -115,18 +72,6 @@ def hieradet_state_dict_to_ours(sd: dict[str, torch.Tensor]) -> tuple[dict[str, 
                      for k in dropped)
     ignored = [g if g in dropped else f"{g}.* ({n} key{'s' * (n > 1)})" for g, n in sorted(groups.items())]
     return out, ignored, fmt
-
-
-def read_hieradet(sd: dict[str, torch.Tensor], source: str) -> Checkpoint | None:
-    """The `checkpoint.read_checkpoint` hook: a `Checkpoint` for HieraDet weights, or None for other weights.
-
-    The config is not in these files (SAM 2 keeps it in YAML): pass the model name, e.g.
-    ``create_model("sam2_hiera_tiny", pretrained="sam2.1_hiera_tiny.pt")``.
-    """
-    if not is_hieradet_state_dict(sd):
-        return None
-    out, ignored, fmt = hieradet_state_dict_to_ours(sd)
-    return Checkpoint(out, source, fmt, arch="hieradet", ignored=ignored, trunk_only=fmt in ("sam2", "timm"))
 
 
 def timm_folder_config(raw_cfg: dict[str, Any], path: Path) -> dict[str, Any] | None:
