@@ -264,8 +264,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ training checkpoints
 def is_training_checkpoint(obj: Any) -> bool:
     """This library's training state (engine/loop.py): ``model`` weights plus the job's bookkeeping."""
+    run = obj.get("config") if isinstance(obj, dict) else None
     return (isinstance(obj, dict) and isinstance(obj.get("model"), dict)
-            and any(k in obj for k in ("model_config", "model_name", "loop", "optimizer")))
+            and (any(k in obj for k in ("model_config", "model_name", "loop", "optimizer"))
+                 or (isinstance(run, dict) and isinstance(run.get("model"), dict))))
 
 
 def _read_training_checkpoint(obj: dict[str, Any], path: Path, use_ema: bool | None) -> Checkpoint:
