@@ -1,0 +1,193 @@
+"""torchcodec backend (PyTorch's decoder; FFmpeg libraries of the system, optional CUDA/NVDEC decoding)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from hiera_video.data.reader_base import (
+    VideoReader,
+    VideoReadError,
+    VideoSource,
+    first_line,
+    is_local_path,
+    plan_frames,
+    rewound,
+)
+from hiera_video.data.reader_probe import probe_stream, quarter_turns
+
+__all__ = ["TorchCodecVideoReader", "cuda_decoding_available", "torchcodec_installed"]
+
+logger = logging.getLogger(__name__)
+
+
+def torchcodec_installed() -> bool:
+    """torchcodec is importable (it also needs FFmpeg's shared libraries; see README "Data")."""
+    if importlib.util.find_spec("torchcodec") is None:
+        return False
+    try:
+        import torchcodec.decoders  # noqa: F401 - loads the FFmpeg libraries
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def cuda_decoding_available() -> bool:
+    """A CUDA device is visible and torchcodec is installed (whether NVDEC takes the codec is known only when
+    decoding; torchcodec then falls back to its CPU decoder by itself)."""
+    return torch.cuda.is_available() and torchcodec_installed()
+
+
+class TorchCodecVideoReader(VideoReader):
+    """torchcodec backend: ``VideoDecoder(seek_mode="exact")``, which scans the file on open and returns frame
+    ``i`` in presentation order, bitwise equal to PyAV's frames on every test file (both convert with
+    libswscale's default YUV → RGB).
+
+    torchcodec turns frames by the display matrix itself (its ``metadata.rotation``); the reader accounts for
+    that, so ``orientation`` works as for the other backends. With ``short_side`` the resize runs inside the
+    decoder (``torchcodec.transforms.Resize``, libswscale bilinear on the decoded YUV frame): no full-size RGB
+    frame is made. Its pixels are not bitwise PyAV's ``reformat`` (different scaler path; mean absolute
+    difference measured in tests/test_data_reader.py), like decord's.
+
+    Damage: torchcodec conceals damaged data silently (no corruption flags in its API). With
+    ``check_corruption`` (default) every read is repeated by a PyAV decoder without RGB conversion, as for
+    decord. File objects are read into memory once (the checker and torchcodec must not share a file position).
+
+    Args:
+        source: video file, binary file object or bytes.
+        short_side: if given, resize inside the decoder so the short side has this length.
+        num_threads: FFmpeg decoder threads (default 1: the DataLoader workers are the parallelism).
+        device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (NVDEC). Frames are returned on that device. Without a
+            usable CUDA device the reader decodes on the CPU and logs why (``reader.device`` tells).
+        orientation, on_corrupt, name: see :class:`~hiera_video.data.reader_base.VideoReader`.
+        check_corruption: cross-check every read with PyAV (see above).
+    """
+
+    backend = "torchcodec"
+
+    def __init__(
+        self,
+        source: VideoSource,
+        short_side: int | None = None,
+        num_threads: int = 1,
+        device: str | torch.device = "cpu",
+        orientation: str = "upright",
+        on_corrupt: str = "raise",
+        name: str | None = None,
+        check_corruption: bool = True,
+    ) -> None:
+        super().__init__(source, name, orientation, on_corrupt)
+        if not is_local_path(source) and not isinstance(source, bytes):
+            self._source = source = bytes(rewound(source).read())
+        self._decoder: Any = None
+        self._checker: Any = None
+        self._check_corruption = check_corruption
+        probe = probe_stream(source, self.path)
+        plan = plan_frames(probe.height, probe.width, probe.rotation, probe.sar, short_side, orientation)
+        self._device = self._choose_device(device)
+        try:
+            self._decoder = self._open_decoder(source, plan, probe.matrix_rotation, num_threads)
+        except (RuntimeError, ValueError) as error:
+            if self._device.type == "cpu":
+                raise VideoReadError(self.path, f"torchcodec: {first_line(error)}") from error
+            logger.warning("torchcodec cannot decode %s on %s (%s); decoding on the CPU", self.path, self._device,
+                           first_line(error))
+            self._device = torch.device("cpu")
+            try:
+                self._decoder = self._open_decoder(source, plan, probe.matrix_rotation, num_threads)
+            except (RuntimeError, ValueError) as cpu_error:
+                raise VideoReadError(self.path, f"torchcodec: {first_line(cpu_error)}") from cpu_error
+        metadata = self._decoder.metadata
+        self._num_frames = int(metadata.num_frames or 0)
+        self.fps = float(metadata.average_fps or 0.0)
+        if probe.num_frames and self._num_frames != probe.num_frames:
+            self.close()
+            raise VideoReadError(self.path, f"torchcodec reports {self._num_frames} frames but the stream has "
+                                 f"{probe.num_frames}")
+        if self._num_frames <= 0:
+            self.close()
+            raise VideoReadError(self.path, "torchcodec found no frames")
+        self._set_plan(plan, native_rotation=self._native)
+        self._keyframes_in_place = probe.counting_seek_exact
+
+    def _choose_device(self, device: str | torch.device) -> torch.device:
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            logger.warning("device=%s asked for %s but CUDA is not available; decoding on the CPU", device, self.path)
+            return torch.device("cpu")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"torchcodec decodes on 'cpu' or 'cuda', got device={device}")
+        return device
+
+    def _open_decoder(self, source: VideoSource, plan: Any, matrix_rotation: int, num_threads: int) -> Any:
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+
+        # torchcodec rotates by the display matrix before its transforms: sizes are asked in that orientation.
+        self._native = matrix_rotation
+        transforms = None
+        if plan.decode_size is not None:
+            size = plan.decode_size[::-1] if matrix_rotation in (90, 270) else plan.decode_size
+            transforms = [Resize(tuple(size))]
+        decoder = VideoDecoder(
+            str(source) if is_local_path(source) else source,
+            dimension_order="NHWC",
+            num_ffmpeg_threads=num_threads,
+            device=str(self._device),
+            seek_mode="exact",
+            transforms=transforms,
+        )
+        native = quarter_turns(float(decoder.metadata.rotation or 0))
+        if native != matrix_rotation:
+            raise VideoReadError(self.path, f"torchcodec rotates by {native} degrees, the display matrix says "
+                                 f"{matrix_rotation}")
+        return decoder
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
+        if self._decoder is None:
+            raise VideoReadError(self.path, "reader is closed")
+        if self._check_corruption:
+            if self._checker is None:
+                from hiera_video.data.reader_pyav import PyAVVideoReader
+
+                self._checker = PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path,
+                                                convert=False)
+            for frame in self._checker.check_frames(indices):
+                self._note_corrupt(frame, "see the PyAV check")
+        try:
+            return self._decoder.get_frames_at(indices.tolist()).data
+        except (RuntimeError, ValueError, IndexError) as error:
+            if self._keyframes_in_place:
+                raise VideoReadError(self.path, f"torchcodec: {first_line(error)}") from error
+            first_error = error
+        # torchcodec 0.17 fails ("no more frames left to decode") when it seeks to the last key frame of an
+        # open-GOP file whose leading frames come after it in decode order; decoding one contiguous range from
+        # an earlier key frame gets the same frames (tests: h264_open_gop).
+        try:
+            keyframes = [int(k) for k in self._decoder._get_key_frame_indices()]
+        except (AttributeError, RuntimeError):
+            keyframes = [0]
+        earlier = [k for k in keyframes if k <= int(indices[0])]
+        start = earlier[-2] if len(earlier) >= 2 else 0
+        try:
+            span = self._decoder.get_frames_in_range(start, int(indices[-1]) + 1).data
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise VideoReadError(self.path, f"torchcodec: {first_line(first_error)}; retried from key frame "
+                                 f"{start}: {first_line(error)}") from error
+        return span[torch.from_numpy(indices - start).to(span.device)]
+
+    def close(self) -> None:
+        self._decoder = None
+        checker = getattr(self, "_checker", None)
+        if checker is not None:
+            self._checker = None
+            checker.close()
+        self._release_source()
