@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,9 @@ class DecordVideoReader(VideoReader):
     * ``unsafe="raise"``: raise :class:`VideoReadError`;
     * ``unsafe="sequential"``: read such files with decord from frame 0 without seeking (exact but slower).
 
-    decord turns frames by a 180° display matrix itself and returns mis-sized buffers for 90°/270° ones
-    (measured with decord 0.6), so those files raise :class:`VideoReadError` (use PyAV or torchcodec).
+    decord turns frames by a 180° rotation (display matrix or ``rotate`` tag) itself and returns mis-sized
+    buffers for 90°/270° ones (measured with decord 0.6), so those files raise :class:`VideoReadError` (use
+    PyAV or torchcodec; ``backend="auto"`` never picks decord while PyAV is installed).
 
     decord conceals damaged data silently (it has no corruption flags). With ``check_corruption`` (default)
     every read is repeated by a PyAV decoder without RGB conversion (:meth:`PyAVVideoReader.check_frames`),
@@ -69,13 +71,17 @@ class DecordVideoReader(VideoReader):
         self._check_corruption = check_corruption
         self._short_side, self._num_threads = short_side, num_threads
         probe = probe_stream(source, self.path)
-        if probe.matrix_rotation in (90, 270):
-            raise VideoReadError(self.path, f"decord cannot decode videos rotated by {probe.matrix_rotation} degrees "
+        if probe.rotation in (90, 270):
+            raise VideoReadError(self.path, f"decord cannot decode videos rotated by {probe.rotation} degrees "
                                  "(it returns mis-sized frames); use backend='pyav' or 'torchcodec'")
         if not probe.counting_seek_exact and unsafe == "raise":
             raise VideoReadError(self.path, "decord cannot seek exactly in this file (key frames out of order)")
         self._sequential_only = not probe.counting_seek_exact
         plan = plan_frames(probe.height, probe.width, probe.rotation, probe.sar, short_side, orientation)
+        if plan.decode_size is not None and probe.sar != 1 and orientation == "upright":
+            # decord's scaler cannot change the aspect ratio (it allocates frames for the stored one):
+            # decode at full size and make the pixels square with the shared resize instead.
+            plan = dataclasses.replace(plan, decode_size=None, square_size=plan.decode_size)
         height, width = plan.decode_size or (-1, -1)
         try:
             self._decord_reader = decord.VideoReader(
@@ -93,7 +99,7 @@ class DecordVideoReader(VideoReader):
         if self._num_frames <= 0:
             self.close()
             raise VideoReadError(self.path, "decord found no frames")
-        self._set_plan(plan, native_rotation=probe.matrix_rotation)
+        self._set_plan(plan, native_rotation=probe.rotation)  # decord turns by 180 degrees itself
         self._frame_shape = (*(plan.decode_size or plan.stored), 3)
 
     def _get_batch(self, indices: list[int]) -> np.ndarray:

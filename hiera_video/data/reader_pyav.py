@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hiera_video.data.reader_base import (
+    CorruptVideoError,
     VideoReader,
     VideoReadError,
     VideoSource,
@@ -135,6 +136,7 @@ class PyAVVideoReader(VideoReader):
     # -- decoding -----------------------------------------------------------------------------------------
     def _check(self, frame: Any, index: int) -> None:
         """Report damage met on the way to (and including) frame ``index``."""
+        self._last_decoded = index
         message = self._errors.new_error()
         if message is not None:
             self._note_corrupt(index, f"FFmpeg reported '{message}' while decoding up to this frame")
@@ -194,6 +196,7 @@ class PyAVVideoReader(VideoReader):
             indices.size, *self._plan.stored, 3)
         output = np.empty(shape if self._convert else (0,), dtype=np.uint8)
         self._errors.new_error()  # errors logged before this read are not this read's
+        self._last_decoded: int | None = None
         try:
             with av.logging.Capture(local=False):  # FFmpeg's messages become our errors, not stderr noise
                 if self._sequential_only:
@@ -204,7 +207,11 @@ class PyAVVideoReader(VideoReader):
             self._position, self._frames_iterator = None, None
             if isinstance(error, VideoReadError):
                 raise
-            raise VideoReadError(self.path, f"decode failed: {type(error).__name__}: {error}") from error
+            # Data the decoder rejects outright: no frame can be handed out, whatever the policy.
+            frame = self._last_decoded + 1 if self._last_decoded is not None else int(indices[0])
+            raise CorruptVideoError(
+                self.path, frame, f"decode failed after frame {frame - 1}: {type(error).__name__}: {error}"
+            ) from error
         return torch.from_numpy(output)
 
     def _store(self, output: np.ndarray, slot: int, frame: Any) -> None:
