@@ -55,7 +55,7 @@ from hiera_video.data.transforms import (
     VideoEvalTransform,
     VideoTrainTransform,
 )
-from hiera_video.data.video_reader import VideoReadError, open_video
+from hiera_video.data.video_reader import VideoReader, VideoReadError, open_video
 
 __all__ = [
     "EvalBatch",
@@ -347,13 +347,17 @@ class VideoDataset(_RobustDataset):
         return cls(records, classes=class_names, transform=transform, **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------
+    def _open_reader(self, index: int) -> VideoReader:
+        """The reader of video ``index`` (the tar-shard dataset overrides this to read from its shards)."""
+        record = self.records[index]
+        return open_video(record.path, backend=self.backend, short_side=self.short_side, on_corrupt=self.on_corrupt)
+
     def _read_clips(self, index: int, attempt: int) -> tuple[list[torch.Tensor], int]:
         """Decode all clips of one video in one read → K uint8 ``[T, H, W, C]`` clips (views into the decoded
         union of their frames where possible) and K."""
         record = self.records[index]
         rng = sample_rng(self.seed, self.epoch, index, attempt)
-        with open_video(record.path, backend=self.backend, short_side=self.short_side,
-                        on_corrupt=self.on_corrupt) as reader:
+        with self._open_reader(index) as reader:
             clip_indices = self.clip_sampler(len(reader), reader.fps, rng)  # [K, T]
             clips = reader.get_clips(clip_indices)
             if reader.corrupt_frames:
