@@ -75,6 +75,8 @@ class PyAVVideoReader(VideoReader):
         # Decoder state kept between get_frames calls so that consecutive reads continue without a seek.
         self._frames_iterator: Iterator[Any] | None = None
         self._position: int | None = None  # index of the next frame the decoder outputs, None if unknown
+        self._decode_order: dict[int, int] = {}  # pts -> position in decode order since the last seek
+        self._damage: tuple[int, int | None, str] | None = None  # first damaged packet since the last seek
         probe = probe_stream(source, self.path)
         self._errors = DecodeErrorLog()
         try:
@@ -134,12 +136,30 @@ class PyAVVideoReader(VideoReader):
         self._position = None  # the demux pass moved the file position: the next read seeks or reopens
 
     # -- decoding -----------------------------------------------------------------------------------------
+    def _decode_stream(self) -> Iterator[Any]:
+        """``container.decode(stream)``, packet by packet, so that an error FFmpeg logs is tied to the packet
+        (the frame) whose data caused it, not to whichever frame the reordering delay outputs next."""
+        self._decode_order, self._damage = {}, None  # a new decoder state: nothing decoded, nothing damaged
+        for sequence, packet in enumerate(self._container.demux(self._stream)):
+            frames = packet.decode()
+            if packet.pts is not None:
+                self._decode_order[packet.pts] = sequence
+            message = self._errors.new_error()
+            if message is not None and self._damage is None:
+                damaged = self._pts_to_index.get(packet.pts) if packet.pts is not None else None
+                self._damage = (sequence, damaged, message)
+            yield from frames
+
     def _check(self, frame: Any, index: int) -> None:
-        """Report damage met on the way to (and including) frame ``index``."""
+        """Report damage that frame ``index`` may carry: its own corrupt flag, or damaged data decoded before
+        it in decode order (it may be a reference of this frame; frames decoded earlier cannot depend on it)."""
         self._last_decoded = index
-        message = self._errors.new_error()
-        if message is not None:
-            self._note_corrupt(index, f"FFmpeg reported '{message}' while decoding up to this frame")
+        if self._damage is not None:
+            sequence, damaged, message = self._damage
+            own = self._decode_order.get(frame.pts)
+            if own is None or own >= sequence:
+                where = damaged if damaged is not None else index
+                self._note_corrupt(where, f"FFmpeg reported '{message}' (decoding frame {where})")
         if frame.is_corrupt:
             self._note_corrupt(index, "the decoder flagged the frame as corrupt (concealed damage)")
 
@@ -160,12 +180,12 @@ class PyAVVideoReader(VideoReader):
     def _decode_from_start(self) -> Iterator[Any]:
         if self._position != 0:
             self._open_container()
-        yield from self._container.decode(self._stream)
+        yield from self._decode_stream()
 
     def _seek_and_decode(self, keyframe: int, target: int) -> Iterator[Any] | None:
         """Seek to ``keyframe`` and return the decoded frames if they start at or before ``target``."""
         self._container.seek(self._index_to_pts[keyframe], stream=self._stream, backward=True, any_frame=False)
-        frames = iter(self._container.decode(self._stream))
+        frames = self._decode_stream()
         first = next(frames, None)
         if first is None or self._frame_index(first) > target:
             return None  # landed after the wanted frame (open GOP, or a demuxer that seeks by DTS)
@@ -243,7 +263,7 @@ class PyAVVideoReader(VideoReader):
         if position is None or position > int(indices[0]):
             position, frames = None, None
         elif frames is None and position == 0:
-            frames = iter(self._container.decode(self._stream))
+            frames = self._decode_stream()
         self._position, self._frames_iterator = None, None  # unknown until this read succeeds
         slot = 0
         while slot < indices.size:
