@@ -139,7 +139,7 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
-    decoder: Literal["auto", "pyav", "decord"] = "auto"
+    decoder: Literal["auto", "pyav", "torchcodec", "decord"] = "auto"
     repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
     synthetic: SyntheticConfig | None = None
 

@@ -250,3 +250,24 @@ def test_cuda_selection_and_fallback_when_the_gpu_decoder_fails(intact, monkeypa
     monkeypatch.setattr(video_reader, "cuda_decoding_available", lambda: False)
     with open_video(source, device="cuda") as reader:
         assert reader.backend == "pyav"
+
+
+# -- defect 3 (issue 13): damaged videos through predict and extract ---------------------------------------
+def test_predict_and_extract_report_the_damaged_video(tmp_path: Path, damaged, intact) -> None:
+    import shutil
+
+    import hiera_video
+    from hiera_video.engine.extract import extract_features
+    from hiera_video.engine.predict import predict_files
+
+    tiny = dict(input_size=(8, 64, 64), embed_dim=32, num_heads=1, depths=(1, 1, 2, 1), num_classes=3)
+    hiera_video.create_model("hiera_base_16x224", **tiny).eval().save_pretrained(str(tmp_path / "model"))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(damaged[0], videos / "damaged.mp4")
+    shutil.copy(intact[0], videos / "intact.mp4")
+    results = {Path(r["path"]).name: r for r in predict_files(sorted(videos.iterdir()), tmp_path / "model")}
+    assert "error" in results["damaged.mp4"] and "topk" in results["intact.mp4"]  # no label for damaged data
+    summary = extract_features(videos, tmp_path / "feats", model="hiera_base_16x224", sampling_rate=1,
+                               pretrained=str(tmp_path / "model"), num_workers=0, progress=False)
+    assert (summary["done"], summary["failed"]) == (1, 1)  # not counted done
