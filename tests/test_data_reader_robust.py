@@ -184,6 +184,20 @@ def test_anamorphic_videos_get_square_pixels(tmp_path: Path, intact, backend: st
     assert tuple(frames.shape[1:3]) == ((24, round(width * 24 / 48)) if width >= 48 else (round(48 * 24 / width), 24))
 
 
+@pytest.mark.skipif(not torchcodec_installed(), reason="torchcodec or its FFmpeg libraries missing")
+def test_torchcodec_resize_is_close_to_the_transforms_resize(intact) -> None:
+    """torchcodec's in-decoder resize is antialiased like torchvision's (our transforms'), PyAV's is not."""
+    source, reference = intact
+    indices = [0, 9, 20, 35]
+    expected = square_pixels(torch.from_numpy(reference[indices]), (32, 43)).int()
+    difference = {}
+    for backend in ("torchcodec", "pyav"):
+        with open_video(source, backend=backend, short_side=32) as reader:
+            difference[backend] = (reader.get_frames(indices).int() - expected).abs().float()
+    assert difference["torchcodec"].mean() < 0.5 and difference["torchcodec"].max() <= 8
+    assert difference["pyav"].mean() > 4 * difference["torchcodec"].mean()
+
+
 def test_rotated_and_anamorphic(tmp_path: Path, intact) -> None:
     source, reference = intact
     wide = anamorphic_copy(source, tmp_path / "wide.mp4", "2/1")

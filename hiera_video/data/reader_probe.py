@@ -170,7 +170,9 @@ class DecodeErrorLog:
 
     PyAV ignores FFmpeg's log by default; this turns it on at ERROR level (once per process, unless the
     application chose a level) and uses PyAV's process-wide error counter. Wrap the decode in
-    ``av.logging.Capture(local=False)`` to keep the messages off stderr.
+    ``av.logging.Capture(local=False)`` to keep the messages off stderr. The counter is per process: readers
+    decoding at the same time in two threads of one process can see each other's errors (a false alarm,
+    never a missed one); DataLoader workers are processes.
     """
 
     def __init__(self) -> None:

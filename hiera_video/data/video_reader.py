@@ -35,17 +35,19 @@ Design decisions (each one removes a known failure mode of video loaders):
   frames come back upright with square pixels; ``orientation="stored"`` returns them as coded.
 
 ``backend="auto"`` picks, in order, **pyav, torchcodec, decord** (the first installed). Measured on the test
-corpus and the 340x256 benchmark videos (BENCHMARKS_DATA.md): without damage checking torchcodec decodes a
-16x4 clip 5-7% faster than PyAV and decord is the slowest; with the damage check every default read needs,
-torchcodec and decord pay a second (PyAV) decode and PyAV is the fastest. PyAV also has no exactness caveat
-(it is the reference) and no extra system dependency. ``device="cuda"`` prefers torchcodec (NVDEC) when a GPU
-and torchcodec are available and falls back to the CPU order otherwise.
+corpus and the benchmark videos (BENCHMARKS_DATA.md, CPU time per 16x4 clip): without damage checking
+torchcodec is 9-16% cheaper than PyAV on 340x256 files and equal at 720p, decord the most expensive; with the
+damage check every default read needs, torchcodec and decord pay a second (PyAV) decode and PyAV is 1.6-1.9x
+cheaper than both. PyAV also has no exactness caveat (it is the reference) and no extra system dependency.
+``device="cuda"`` prefers torchcodec (NVDEC) when a GPU and torchcodec are available and falls back to the
+CPU order otherwise.
 
 Short-side resize at decode time (``short_side=``) is done by the decoder's scaler (PyAV's ``frame.reformat``
-with bilinear libswscale, torchcodec's in-decoder ``Resize``, decord's ``width/height`` filter graph), which
-avoids converting full-size frames to RGB. The scalers differ, so *resized* frames agree only on average
-between backends (mean absolute difference 0.1-0.5 levels on smooth content, about 2.6 on the noisy test
-frames); full-resolution frames are bitwise equal.
+with bilinear libswscale, torchcodec's in-decoder ``Resize``, decord's ``width/height`` filter graph). The
+scalers differ, so *resized* frames are never bitwise equal between backends; full-resolution frames are.
+torchcodec's is antialiased and close to our transforms' resize (torchvision antialiased bilinear: mean
+absolute difference 0.2 levels, max 1-4); PyAV's and decord's alias when downscaling (mean 4, max > 100 on
+textured frames). On the CPU measured it saves no time except with decord.
 
 Sources: a local path, an fsspec URL (``s3://``, ``gs://``, ``memory://``..., opened with ``fsspec.open``),
 a binary file object (``read`` + ``seek``) or the encoded bytes. PyAV streams from file objects;
