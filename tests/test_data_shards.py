@@ -148,6 +148,15 @@ def test_damaged_video_in_a_shard_is_reported_by_name(tmp_path: Path, records) -
     assert dataset.failure_report().paths == [f"{shards[0]}#broken.mp4"]
 
 
+def test_truncated_shard_fails_the_sample_by_name(tmp_path: Path, records) -> None:
+    shard = write_shards(records[:2], tmp_path / "shards")[0]
+    dataset = TarShardVideoDataset(shard, train=False, transform=None)  # indexed while whole
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])  # the second video is cut
+    assert dataset[1][3] is False
+    assert dataset.failure_report().paths == [f"{shard}#clip_1.mp4"]
+
+
 def test_prepare_writes_shards(tmp_path: Path, records) -> None:
     root = Path(records[0].path).parent.parent
     result = prepare_dataset(records, tmp_path / "verified.txt", source_root=root, workers=0, progress=False,

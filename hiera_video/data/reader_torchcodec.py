@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from typing import Any
@@ -25,8 +26,10 @@ __all__ = ["TorchCodecVideoReader", "cuda_decoding_available", "torchcodec_insta
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=1)
 def torchcodec_installed() -> bool:
-    """torchcodec is importable (it also needs FFmpeg's shared libraries; see README "Data")."""
+    """torchcodec is importable (it also needs FFmpeg's shared libraries; see README "Data"). Cached: a failed
+    import of its FFmpeg libraries is not retried per video."""
     if importlib.util.find_spec("torchcodec") is None:
         return False
     try:

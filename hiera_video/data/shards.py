@@ -42,10 +42,18 @@ from typing import IO, Any
 
 from hiera_video.data.annotations import VIDEO_EXTENSIONS, VideoRecord
 from hiera_video.data.datasets import VideoDataset
-from hiera_video.data.video_reader import VideoReader, is_url, open_video
+from hiera_video.data.video_reader import VideoReader, VideoReadError, is_url, open_video
 from hiera_video.fileio import atomic_write, remove_stale_temps
 
-__all__ = ["ShardMember", "TarShardVideoDataset", "index_shard", "list_shards", "safe_key", "write_shards"]
+__all__ = [
+    "ShardMember",
+    "TarShardVideoDataset",
+    "index_shard",
+    "list_shards",
+    "read_member",
+    "safe_key",
+    "write_shards",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +220,19 @@ class TarShardVideoDataset(VideoDataset):
         super().__init__(records, **kwargs)
 
     def _open_reader(self, index: int) -> VideoReader:
-        member = self._members[index]
-        with _open_binary(member.shard) as handle:
-            handle.seek(member.offset)
-            data = handle.read(member.size)
-        return open_video(data, backend=self.backend, short_side=self.short_side, on_corrupt=self.on_corrupt,
-                          name=self.records[index].path)
+        return open_video(read_member(self._members[index]), backend=self.backend, short_side=self.short_side,
+                          on_corrupt=self.on_corrupt, name=self.records[index].path)
+
+
+def read_member(member: ShardMember) -> bytes:
+    """The encoded video of one shard sample (one ranged read); ``open_video(bytes, name=...)`` decodes it."""
+    with _open_binary(member.shard) as handle:
+        handle.seek(member.offset)
+        data = handle.read(member.size)
+    if len(data) != member.size:
+        raise VideoReadError(f"{member.shard}#{member.key}{member.suffix}", f"the shard is truncated: {member.size} "
+                             f"bytes at offset {member.offset} expected, {len(data)} read")
+    return data
 
 
 def _key_for(path: str, root: Path | None) -> str:
