@@ -166,6 +166,9 @@ def open_video(
         hint = {"torchcodec": 'pip install "hiera-video[torchcodec]" and Debian\'s ffmpeg package',
                 "decord": "pip install decord", "pyav": "pip install av"}[backend]
         raise ImportError(f"backend={backend!r} is not installed or cannot load ({hint})")
+    if wants_cuda and backend != "torchcodec":
+        logger.info("%s decodes on the CPU (device=%s asks for GPU decoding, which only torchcodec does)",
+                    backend, device)
     owned = None
     if is_url(source):
         from hiera_video.data.remote import open_url
