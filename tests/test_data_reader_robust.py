@@ -152,16 +152,19 @@ def test_rotated_videos_come_back_upright(tmp_path: Path, intact, backend: str, 
 
 
 @pytest.mark.parametrize("backend", READERS)
-def test_rotate_tag_without_display_matrix(tmp_path: Path, intact, backend: str) -> None:
-    """Older files (here MKV) carry a clockwise ``rotate`` tag that FFmpeg's decoders ignore: we apply it."""
+@pytest.mark.parametrize("clockwise", [90, 180])
+def test_rotate_tag_without_display_matrix(tmp_path: Path, intact, backend: str, clockwise: int) -> None:
+    """Older files (here MKV) carry a clockwise ``rotate`` tag instead of a display matrix: FFmpeg 5+ and
+    torchcodec ignore it, decord's older FFmpeg applies it (and mis-sizes 90-degree turns, as above)."""
     source, reference = intact
-    path = ffmpeg_copy(source, tmp_path / "tagged.mkv", [], ["-metadata:s:v", "rotate=90"])
-    if backend == "decord":  # decord's own FFmpeg reads the tag, and mis-sizes the frames as above
+    path = ffmpeg_copy(source, tmp_path / "tagged.mkv", [], ["-metadata:s:v", f"rotate={clockwise}"])
+    if backend == "decord" and clockwise == 90:
         with pytest.raises(VideoReadError, match="rotated by 270"):
             open_video(path, backend=backend)
         return
+    expected = np.rot90(reference[[1, 30]], -clockwise // 90, axes=(1, 2))
     with open_video(path, backend=backend) as reader:
-        assert np.array_equal(reader.get_frames([1, 30]).numpy(), np.rot90(reference[[1, 30]], -1, axes=(1, 2)))
+        assert np.array_equal(reader.get_frames([1, 30]).numpy(), expected)
 
 
 @pytest.mark.parametrize("backend", READERS)
