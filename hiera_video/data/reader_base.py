@@ -225,8 +225,6 @@ class VideoReader(ABC):
         self.on_corrupt = check_policy(on_corrupt)
         self.corrupt_frames: list[int] = []
         self.fps: float = 0.0
-        self.height: int = 0
-        self.width: int = 0
         self._num_frames: int = 0
         self._plan: FramePlan | None = None
         self._native_rotation = 0  # what the backend's decoder already turned (counter-clockwise degrees)
@@ -244,10 +242,29 @@ class VideoReader(ABC):
         """Where the returned frames live (CUDA only for torchcodec's GPU decoding)."""
         return torch.device("cpu")
 
+    @property
+    def height(self) -> int:
+        """Height of the frames returned."""
+        return self._frame_plan().output[0]
+
+    @property
+    def width(self) -> int:
+        """Width of the frames returned."""
+        return self._frame_plan().output[1]
+
+    def _frame_plan(self) -> FramePlan:
+        if self._plan is None:
+            self._plan_geometry()
+        assert self._plan is not None
+        return self._plan
+
+    def _plan_geometry(self) -> None:
+        """Set the plan when it is first needed (backends that learn the rotation only from decoded frames)."""
+        raise VideoReadError(self.path, "frame geometry unknown")
+
     def _set_plan(self, plan: FramePlan, native_rotation: int = 0) -> None:
         self._plan = plan
         self._native_rotation = native_rotation % 360
-        self.height, self.width = plan.output
 
     def _note_corrupt(self, frame: int, detail: str) -> None:
         """Damage detected at ``frame``: raise (``on_corrupt="raise"``) or record it (``"count"``)."""
@@ -379,7 +396,5 @@ class VideoReader(ABC):
         raise TypeError(f"{type(self).__name__} cannot be pickled: open the video inside the worker process instead")
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}('{self.path}', frames={self._num_frames}, fps={self.fps:.3f}, "
-            f"size={self.height}x{self.width})"
-        )
+        size = f"{self._plan.output[0]}x{self._plan.output[1]}" if self._plan is not None else "not probed yet"
+        return f"{type(self).__name__}('{self.path}', frames={self._num_frames}, fps={self.fps:.3f}, size={size})"

@@ -25,7 +25,19 @@ from typing import Any
 
 from hiera_video.data.reader_base import VideoReadError, VideoSource, is_local_path, rewound
 
-__all__ = ["DecodeErrorLog", "StreamIndex", "StreamProbe", "demux_index", "discard_other_streams", "probe_stream"]
+__all__ = [
+    "DecodeErrorLog",
+    "StreamIndex",
+    "StreamInfo",
+    "StreamProbe",
+    "demux_index",
+    "discard_other_streams",
+    "first_frame_rotation",
+    "frame_rotation",
+    "header_info",
+    "probe_stream",
+    "stream_info",
+]
 
 # Per-process memo of probe_stream for local files, keyed by (path, size, mtime) so edited files are re-probed.
 _PROBES: dict[tuple[str, int, int], StreamProbe] = {}
@@ -94,24 +106,50 @@ def quarter_turns(degrees: float) -> int:
     return int(round(degrees / 90.0)) % 4 * 90
 
 
-def stream_rotation(container: Any, stream: Any) -> tuple[int, int]:
-    """``(rotation, display-matrix rotation)`` of ``stream`` in counter-clockwise degrees (multiples of 90);
-    decodes its first frame.
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the container header says (no demuxing, no decoding)."""
 
-    FFmpeg attaches the container's display matrix to decoded frames (PyAV's ``frame.rotation``, counter-
-    clockwise like ``ffmpeg -display_rotation``); decoders that rotate by themselves (torchcodec, decord)
-    follow it. Older files carry a ``rotate`` tag instead, in clockwise degrees (the convention of FFmpeg's
-    autorotate), which only we apply.
-    """
-    frame = next(iter(container.decode(stream)), None)
+    height: int  # coded size
+    width: int
+    sar: Fraction  # sample (pixel) aspect ratio, 1 when unknown
+    tag_rotation: int  # counter-clockwise degrees from a ``rotate`` tag, 0 without one
+
+
+def stream_info(container: Any, stream: Any, name: str) -> StreamInfo:
+    height, width = int(stream.codec_context.height), int(stream.codec_context.width)
+    if height <= 0 or width <= 0:
+        raise VideoReadError(name, "video stream has no frame size")
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar = Fraction(sar) if sar is not None and sar > 0 else Fraction(1)
+    tags = {key.lower(): value for key, value in dict(stream.metadata).items()}
+    try:
+        tag = quarter_turns(-float(tags.get("rotate", 0)))  # the tag is clockwise
+    except ValueError:
+        tag = 0
+    return StreamInfo(height, width, sar, tag)
+
+
+def header_info(source: VideoSource, name: str) -> StreamInfo:
+    """:func:`stream_info` of ``source``'s first video stream (opens the container only: about a millisecond)."""
+    import av
+
+    try:
+        with av.open(rewound(source)) as container:
+            if not container.streams.video:
+                raise VideoReadError(name, "no video stream")
+            return stream_info(container, container.streams.video[0], name)
+    except av.FFmpegError as error:
+        raise VideoReadError(name, f"cannot open ({type(error).__name__}: {error})") from error
+
+
+def frame_rotation(frame: Any, info: StreamInfo) -> tuple[int, int]:
+    """``(rotation, display-matrix rotation)`` (counter-clockwise degrees) from a decoded frame: its display
+    matrix (PyAV's ``frame.rotation``, counter-clockwise like ``ffmpeg -display_rotation``), else the tag."""
     angle = float(getattr(frame, "rotation", 0) or 0) if frame is not None else 0.0
     if angle:
         return quarter_turns(angle), quarter_turns(angle)
-    tags = {key.lower(): value for key, value in dict(stream.metadata).items()}
-    try:
-        return quarter_turns(-float(tags.get("rotate", 0))), 0
-    except ValueError:
-        return 0, 0
+    return info.tag_rotation, 0
 
 
 @dataclass(frozen=True)
@@ -147,27 +185,30 @@ def probe_stream(source: VideoSource, name: str) -> StreamProbe:
                 raise VideoReadError(name, "no video stream")
             stream = container.streams.video[0]
             discard_other_streams(container, stream)
-            height, width = int(stream.codec_context.height), int(stream.codec_context.width)
-            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+            info = stream_info(container, stream, name)
             index = demux_index(container, stream)
-        with av.open(rewound(source)) as container:
-            stream = container.streams.video[0]
-            discard_other_streams(container, stream)
-            with av.logging.Capture(local=False):  # the first frame's errors are the reader's to report
-                rotation, matrix_rotation = stream_rotation(container, stream)
+        rotation, matrix_rotation = first_frame_rotation(source, info, name)
     except av.FFmpegError as error:
         raise VideoReadError(name, f"cannot demux ({type(error).__name__}: {error})") from error
-    if height <= 0 or width <= 0:
-        raise VideoReadError(name, "video stream has no frame size")
-    sar = Fraction(sar) if sar is not None and sar > 0 else Fraction(1)
-    probe = StreamProbe(
-        len(index.pts), index.usable and index.keyframes_in_place, height, width, sar, rotation, matrix_rotation
-    )
+    probe = StreamProbe(len(index.pts), index.usable and index.keyframes_in_place, info.height, info.width,
+                        info.sar, rotation, matrix_rotation)
     if key is not None:
         if len(_PROBES) >= _PROBES_MAX:
             _PROBES.clear()
         _PROBES[key] = probe
     return probe
+
+
+def first_frame_rotation(source: VideoSource, info: StreamInfo, name: str) -> tuple[int, int]:
+    """:func:`frame_rotation` of ``source``'s first decoded frame (FFmpeg puts the display matrix there)."""
+    import av
+
+    with av.open(rewound(source)) as container:
+        stream = container.streams.video[0]
+        discard_other_streams(container, stream)
+        with av.logging.Capture(local=False):  # the first frame's errors are the reader's to report
+            frame = next(iter(container.decode(stream)), None)
+    return frame_rotation(frame, info)
 
 
 class DecodeErrorLog:

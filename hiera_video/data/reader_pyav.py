@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +16,18 @@ from hiera_video.data.reader_base import (
     VideoReader,
     VideoReadError,
     VideoSource,
+    is_local_path,
     plan_frames,
     rewound,
 )
-from hiera_video.data.reader_probe import DecodeErrorLog, demux_index, discard_other_streams, probe_stream
+from hiera_video.data.reader_probe import (
+    DecodeErrorLog,
+    demux_index,
+    discard_other_streams,
+    first_frame_rotation,
+    frame_rotation,
+    stream_info,
+)
 
 __all__ = ["PyAVVideoReader"]
 
@@ -29,6 +38,18 @@ _SEEK_GAIN = 8
 # How many earlier key frames to try when a seek lands after the wanted frame (open GOPs, demuxers that seek
 # by DTS) before decoding from the very start.
 _MAX_SEEK_BACKOFF = 3
+
+
+# Per-process memo of the display rotation of local files, keyed by (path, size, mtime).
+_ROTATIONS: dict[tuple[str, int, int], int] = {}
+_ROTATIONS_MAX = 200_000
+
+
+def _geometry_key(source: VideoSource) -> tuple[str, int, int] | None:
+    if not is_local_path(source):
+        return None
+    stat = os.stat(source)
+    return (str(source), stat.st_size, stat.st_mtime_ns)
 
 
 class PyAVVideoReader(VideoReader):
@@ -77,10 +98,11 @@ class PyAVVideoReader(VideoReader):
         self._position: int | None = None  # index of the next frame the decoder outputs, None if unknown
         self._decode_order: dict[int, int] = {}  # pts -> position in decode order since the last seek
         self._damage: tuple[int, int | None, str] | None = None  # first damaged packet since the last seek
-        probe = probe_stream(source, self.path)
+        self._short_side = short_side
         self._errors = DecodeErrorLog()
         try:
             self._open_container()
+            self._info = stream_info(self._container, self._stream, self.path)
             self.fps = self._frame_rate(self._stream)
             self._build_index()
         except av.FFmpegError as error:
@@ -89,7 +111,28 @@ class PyAVVideoReader(VideoReader):
         except VideoReadError:
             self.close()
             raise
-        self._set_plan(plan_frames(probe.height, probe.width, probe.rotation, probe.sar, short_side, orientation))
+        # The display rotation is known from the first decoded frame (FFmpeg attaches the display matrix to
+        # frames; PyAV 18 has no stream-level getter), so the geometry is planned at the first read, or on
+        # first access to height/width (one extra open + first-frame decode, memoised for local files).
+        key = _geometry_key(source)
+        if key is not None and key in _ROTATIONS:
+            self._plan_from(_ROTATIONS[key])
+
+    def _plan_from(self, rotation: int) -> None:
+        info = self._info
+        self._set_plan(plan_frames(info.height, info.width, rotation, info.sar, self._short_side, self.orientation))
+
+    def _plan_geometry(self, frame: Any = None) -> None:
+        if frame is not None:
+            rotation = frame_rotation(frame, self._info)[0]
+        else:
+            rotation = first_frame_rotation(self._source, self._info, self.path)[0]
+        key = _geometry_key(self._source)
+        if key is not None:
+            if len(_ROTATIONS) >= _ROTATIONS_MAX:
+                _ROTATIONS.clear()
+            _ROTATIONS[key] = rotation
+        self._plan_from(rotation)
 
     # -- container handling -------------------------------------------------------------------------------
     def _open_container(self) -> None:
@@ -164,7 +207,7 @@ class PyAVVideoReader(VideoReader):
             self._note_corrupt(index, "the decoder flagged the frame as corrupt (concealed damage)")
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
-        decode_size = self._plan.decode_size if self._plan is not None else None
+        decode_size = self._plan.decode_size
         if decode_size is not None:
             height, width = decode_size
             frame = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
@@ -212,9 +255,8 @@ class PyAVVideoReader(VideoReader):
         av = self._av
         if self._container is None:
             raise VideoReadError(self.path, "reader is closed")
-        shape = (indices.size, *self._plan.decode_size, 3) if self._plan.decode_size else (
-            indices.size, *self._plan.stored, 3)
-        output = np.empty(shape if self._convert else (0,), dtype=np.uint8)
+        output: list[np.ndarray] = []  # one array, allocated at the first frame (when the geometry is known)
+        self._wanted = indices.size
         self._errors.new_error()  # errors logged before this read are not this read's
         self._last_decoded: int | None = None
         try:
@@ -232,13 +274,19 @@ class PyAVVideoReader(VideoReader):
             raise CorruptVideoError(
                 self.path, frame, f"decode failed after frame {frame - 1}: {type(error).__name__}: {error}"
             ) from error
-        return torch.from_numpy(output)
+        return torch.from_numpy(output[0] if output else np.empty((0,), dtype=np.uint8))
 
-    def _store(self, output: np.ndarray, slot: int, frame: Any) -> None:
-        if self._convert:
-            output[slot] = self._to_rgb(frame)
+    def _store(self, output: list[np.ndarray], slot: int, frame: Any) -> None:
+        if not self._convert:
+            return
+        if self._plan is None:
+            self._plan_geometry(frame)
+        if not output:
+            size = self._plan.decode_size or self._plan.stored
+            output.append(np.empty((self._wanted, *size, 3), dtype=np.uint8))
+        output[0][slot] = self._to_rgb(frame)
 
-    def _read_sequential(self, indices: np.ndarray, output: np.ndarray) -> None:
+    def _read_sequential(self, indices: np.ndarray, output: list[np.ndarray]) -> None:
         wanted = {int(index): slot for slot, index in enumerate(indices)}
         last = int(indices[-1])
         found = 0
@@ -257,7 +305,7 @@ class PyAVVideoReader(VideoReader):
     def _keyframe_before(self, index: int) -> int:
         return self._keyframe_indices[bisect.bisect_right(self._keyframe_indices, index) - 1]
 
-    def _read_seeking(self, indices: np.ndarray, output: np.ndarray) -> None:
+    def _read_seeking(self, indices: np.ndarray, output: list[np.ndarray]) -> None:
         # Continue from where the previous read stopped unless that is past the first wanted frame.
         position, frames = self._position, self._frames_iterator
         if position is None or position > int(indices[0]):

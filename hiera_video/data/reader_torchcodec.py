@@ -19,7 +19,7 @@ from hiera_video.data.reader_base import (
     plan_frames,
     rewound,
 )
-from hiera_video.data.reader_probe import probe_stream, quarter_turns
+from hiera_video.data.reader_probe import header_info, quarter_turns
 
 __all__ = ["TorchCodecVideoReader", "cuda_decoding_available", "torchcodec_installed"]
 
@@ -89,11 +89,13 @@ class TorchCodecVideoReader(VideoReader):
         self._decoder: Any = None
         self._checker: Any = None
         self._check_corruption = check_corruption
-        probe = probe_stream(source, self.path)
-        plan = plan_frames(probe.height, probe.width, probe.rotation, probe.sar, short_side, orientation)
+        # Size, pixel aspect ratio and rotate tag from the container header (PyAV, no decoding): torchcodec's
+        # Python metadata has no aspect ratio and ignores rotate tags. Its own display-matrix rotation is read
+        # from a first decoder without transforms only when the file has a rotation to plan around.
+        info = header_info(source, self.path)
         self._device = self._choose_device(device)
         try:
-            self._decoder = self._open_decoder(source, plan, probe.matrix_rotation, num_threads)
+            self._decoder = self._open_decoder(source, info, short_side, orientation, num_threads)
         except (RuntimeError, ValueError) as error:
             if self._device.type == "cpu":
                 raise VideoReadError(self.path, f"torchcodec: {first_line(error)}") from error
@@ -101,21 +103,15 @@ class TorchCodecVideoReader(VideoReader):
                            first_line(error))
             self._device = torch.device("cpu")
             try:
-                self._decoder = self._open_decoder(source, plan, probe.matrix_rotation, num_threads)
+                self._decoder = self._open_decoder(source, info, short_side, orientation, num_threads)
             except (RuntimeError, ValueError) as cpu_error:
                 raise VideoReadError(self.path, f"torchcodec: {first_line(cpu_error)}") from cpu_error
         metadata = self._decoder.metadata
         self._num_frames = int(metadata.num_frames or 0)
         self.fps = float(metadata.average_fps or 0.0)
-        if probe.num_frames and self._num_frames != probe.num_frames:
-            self.close()
-            raise VideoReadError(self.path, f"torchcodec reports {self._num_frames} frames but the stream has "
-                                 f"{probe.num_frames}")
         if self._num_frames <= 0:
             self.close()
             raise VideoReadError(self.path, "torchcodec found no frames")
-        self._set_plan(plan, native_rotation=self._native)
-        self._keyframes_in_place = probe.counting_seek_exact
 
     def _choose_device(self, device: str | torch.device) -> torch.device:
         device = torch.device(device)
@@ -126,29 +122,31 @@ class TorchCodecVideoReader(VideoReader):
             raise ValueError(f"torchcodec decodes on 'cpu' or 'cuda', got device={device}")
         return device
 
-    def _open_decoder(self, source: VideoSource, plan: Any, matrix_rotation: int, num_threads: int) -> Any:
+    def _open_decoder(self, source: VideoSource, info: Any, short_side: int | None, orientation: str,
+                      num_threads: int) -> Any:
         from torchcodec.decoders import VideoDecoder
         from torchcodec.transforms import Resize
 
-        # torchcodec rotates by the display matrix before its transforms: sizes are asked in that orientation.
-        self._native = matrix_rotation
+        def decoder(transforms: list | None, seek_mode: str) -> Any:
+            return VideoDecoder(
+                str(source) if is_local_path(source) else source,
+                dimension_order="NHWC",
+                num_ffmpeg_threads=num_threads,
+                device=str(self._device),
+                seek_mode=seek_mode,
+                transforms=transforms,
+            )
+
+        # The rotation torchcodec applies (its display matrix) decides the Resize size: read it from a decoder
+        # that only parses the header ("approximate": no scan), then open the exact one.
+        native = quarter_turns(float(decoder(None, "approximate").metadata.rotation or 0))
+        rotation = native or info.tag_rotation
+        plan = plan_frames(info.height, info.width, rotation, info.sar, short_side, orientation)
+        self._set_plan(plan, native_rotation=native)
         transforms = None
-        if plan.decode_size is not None:
-            size = plan.decode_size[::-1] if matrix_rotation in (90, 270) else plan.decode_size
-            transforms = [Resize(tuple(size))]
-        decoder = VideoDecoder(
-            str(source) if is_local_path(source) else source,
-            dimension_order="NHWC",
-            num_ffmpeg_threads=num_threads,
-            device=str(self._device),
-            seek_mode="exact",
-            transforms=transforms,
-        )
-        native = quarter_turns(float(decoder.metadata.rotation or 0))
-        if native != matrix_rotation:
-            raise VideoReadError(self.path, f"torchcodec rotates by {native} degrees, the display matrix says "
-                                 f"{matrix_rotation}")
-        return decoder
+        if plan.decode_size is not None:  # torchcodec rotates before its transforms: size in its orientation
+            transforms = [Resize(tuple(plan.decode_size[::-1] if native in (90, 270) else plan.decode_size))]
+        return decoder(transforms, "exact")
 
     @property
     def device(self) -> torch.device:
@@ -168,8 +166,6 @@ class TorchCodecVideoReader(VideoReader):
         try:
             return self._decoder.get_frames_at(indices.tolist()).data
         except (RuntimeError, ValueError, IndexError) as error:
-            if self._keyframes_in_place:
-                raise VideoReadError(self.path, f"torchcodec: {first_line(error)}") from error
             first_error = error
         # torchcodec 0.17 fails ("no more frames left to decode") when it seeks to the last key frame of an
         # open-GOP file whose leading frames come after it in decode order; decoding one contiguous range from
