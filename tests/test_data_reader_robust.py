@@ -223,6 +223,9 @@ def test_file_objects_bytes_and_fsspec_urls(intact, backend: str) -> None:
     for video in (data, io.BytesIO(data), "memory://videos/intact.mp4"):
         with open_video(video, backend=backend, name="clip-42") as reader:
             assert len(reader) == 36 and reader.path == "clip-42"
+            assert (reader.height, reader.width) == (48, 64)  # may probe the same file object first
+            assert np.array_equal(reader.get_frames(indices).numpy(), reference[indices])
+        with open_video(video, backend=backend) as reader:  # geometry learnt from the first read instead
             assert np.array_equal(reader.get_frames(indices).numpy(), reference[indices])
     with open_video("memory://videos/intact.mp4", backend=backend) as reader:
         assert reader.path == "memory://videos/intact.mp4"

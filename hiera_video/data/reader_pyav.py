@@ -126,6 +126,8 @@ class PyAVVideoReader(VideoReader):
         if frame is not None:
             rotation = frame_rotation(frame, self._info)[0]
         else:
+            # Before any read (the plan is set by the first one): the next read seeks or reopens anyway, so a
+            # file object shared with our container may be moved here.
             rotation = first_frame_rotation(self._source, self._info, self.path)[0]
         key = _geometry_key(self._source)
         if key is not None:
