@@ -3,10 +3,13 @@
 * :func:`demux_index`: one demux pass (no decoding) → exact presentation-order frame count, key frames and
   whether key frames sit at the same position in decode and presentation order (what decord's seeking
   assumes).
-* :func:`probe_stream`: that index plus the coded size, sample aspect ratio and display rotation (read from
-  the first decoded frame's display matrix, else a ``rotate`` tag), memoised per process for local files
-  (keyed by path, size and mtime: a DataLoader worker sees the same videos every epoch) and for encoded bytes
-  (keyed by a hash of the content: tar-shard samples).
+* :func:`stream_info` / :func:`header_info`: coded size, sample aspect ratio and ``rotate`` tag from the
+  container header (no demuxing or decoding); :func:`frame_rotation`: the display rotation, which FFmpeg
+  attaches to decoded frames (PyAV 18 has no stream-level getter). The PyAV reader takes both from its own
+  container and first decoded frame, the torchcodec reader from the header and torchcodec's metadata.
+* :func:`probe_stream` (decord): the index plus all of the above, memoised per process for local files
+  (keyed by path, size and mtime) and encoded bytes (keyed by a hash of the content: tar-shard samples).
+  DataLoader workers are not persistent in the training loop, so the memo lasts an epoch per worker.
 * :class:`DecodeErrorLog`: FFmpeg reports most damage only through its log ("error while decoding MB ...",
   "Reference N >= M", "cabac decode ... failed") and conceals it, handing out a normal-looking frame; only
   some concealed frames carry ``frame.is_corrupt``. Measured on 40 copies of a 340x256 H.264 file with 64
