@@ -201,6 +201,24 @@ def test_torchcodec_resize_is_close_to_the_transforms_resize(intact) -> None:
     assert difference["pyav"].mean() > 4 * difference["torchcodec"].mean()
 
 
+@pytest.mark.skipif(not torchcodec_installed(), reason="torchcodec or its FFmpeg libraries missing")
+def test_torchcodec_geometry_without_the_pyav_checker(tmp_path: Path, intact) -> None:
+    """Unchecked, torchcodec's own metadata plans the geometry (display matrix, pixel aspect ratio)."""
+    source, reference = intact
+    rotated = rotated_copy(source, tmp_path / "rotated.mp4", 270)
+    wide = anamorphic_copy(source, tmp_path / "wide.mp4", "2/1")
+    cases = {rotated: np.rot90(reference[[3, 8]], 3, axes=(1, 2)),
+             wide: square_pixels(torch.from_numpy(reference[[3, 8]]), (48, 128)).numpy()}
+    for path, expected in cases.items():
+        for short_side in (None, 24):
+            with open_video(path, backend="torchcodec", check_corruption=False, short_side=short_side) as reader:
+                frames = reader.get_frames([3, 8]).numpy()
+            if short_side is None:
+                assert np.array_equal(frames, expected)
+            else:
+                assert frames.shape[1:3] == ((32, 24) if path == rotated else (24, 64))
+
+
 def test_rotated_and_anamorphic(tmp_path: Path, intact) -> None:
     source, reference = intact
     wide = anamorphic_copy(source, tmp_path / "wide.mp4", "2/1")

@@ -3,10 +3,10 @@
 * :func:`demux_index`: one demux pass (no decoding) → exact presentation-order frame count, key frames and
   whether key frames sit at the same position in decode and presentation order (what decord's seeking
   assumes).
-* :func:`stream_info` / :func:`header_info`: coded size, sample aspect ratio and ``rotate`` tag from the
-  container header (no demuxing or decoding); :func:`frame_rotation`: the display rotation, which FFmpeg
-  attaches to decoded frames (PyAV 18 has no stream-level getter). The PyAV reader takes both from its own
-  container and first decoded frame, the torchcodec reader from the header and torchcodec's metadata.
+* :func:`stream_info`: coded size, sample aspect ratio and ``rotate`` tag from the container header (no
+  demuxing or decoding); :func:`frame_rotation`: the display rotation, which FFmpeg attaches to decoded
+  frames (PyAV 18 has no stream-level getter). The PyAV reader takes both from its own container and first
+  decoded frame; the torchcodec reader uses torchcodec's metadata (and its PyAV checker's header for tags).
 * :func:`probe_stream` (decord): the index plus all of the above, memoised per process for local files
   (keyed by path, size and mtime) and encoded bytes (keyed by a hash of the content: tar-shard samples).
   DataLoader workers are not persistent in the training loop, so the memo lasts an epoch per worker.
@@ -37,7 +37,6 @@ __all__ = [
     "discard_other_streams",
     "first_frame_rotation",
     "frame_rotation",
-    "header_info",
     "probe_stream",
     "stream_info",
 ]
@@ -131,19 +130,6 @@ def stream_info(container: Any, stream: Any, name: str) -> StreamInfo:
     except ValueError:
         tag = 0
     return StreamInfo(height, width, sar, tag)
-
-
-def header_info(source: VideoSource, name: str) -> StreamInfo:
-    """:func:`stream_info` of ``source``'s first video stream (opens the container only: about a millisecond)."""
-    import av
-
-    try:
-        with av.open(rewound(source)) as container:
-            if not container.streams.video:
-                raise VideoReadError(name, "no video stream")
-            return stream_info(container, container.streams.video[0], name)
-    except av.FFmpegError as error:
-        raise VideoReadError(name, f"cannot open ({type(error).__name__}: {error})") from error
 
 
 def frame_rotation(frame: Any, info: StreamInfo) -> tuple[int, int]:

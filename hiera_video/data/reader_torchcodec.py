@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from hiera_video.data.reader_base import (
     plan_frames,
     rewound,
 )
-from hiera_video.data.reader_probe import header_info, quarter_turns
+from hiera_video.data.reader_probe import StreamInfo, quarter_turns
 
 __all__ = ["TorchCodecVideoReader", "cuda_decoding_available", "torchcodec_installed"]
 
@@ -59,6 +60,8 @@ class TorchCodecVideoReader(VideoReader):
     Damage: torchcodec conceals damaged data silently (no corruption flags in its API). With
     ``check_corruption`` (default) every read is repeated by a PyAV decoder without RGB conversion, as for
     decord. File objects are read into memory once (the checker and torchcodec must not share a file position).
+    Geometry: torchcodec's metadata (size, pixel aspect ratio, display-matrix rotation) and, when the checker
+    is on, the ``rotate`` tag from its PyAV header (with ``check_corruption=False`` tags are not seen).
 
     Args:
         source: video file, binary file object or bytes.
@@ -89,13 +92,9 @@ class TorchCodecVideoReader(VideoReader):
         self._decoder: Any = None
         self._checker: Any = None
         self._check_corruption = check_corruption
-        # Size, pixel aspect ratio and rotate tag from the container header (PyAV, no decoding): torchcodec's
-        # Python metadata has no aspect ratio and ignores rotate tags. Its own display-matrix rotation is read
-        # from a first decoder without transforms only when the file has a rotation to plan around.
-        info = header_info(source, self.path)
         self._device = self._choose_device(device)
         try:
-            self._decoder = self._open_decoder(source, info, short_side, orientation, num_threads)
+            self._decoder = self._open_decoder(source, short_side, orientation, num_threads)
         except (RuntimeError, ValueError) as error:
             if self._device.type == "cpu":
                 raise VideoReadError(self.path, f"torchcodec: {first_line(error)}") from error
@@ -103,7 +102,7 @@ class TorchCodecVideoReader(VideoReader):
                            first_line(error))
             self._device = torch.device("cpu")
             try:
-                self._decoder = self._open_decoder(source, info, short_side, orientation, num_threads)
+                self._decoder = self._open_decoder(source, short_side, orientation, num_threads)
             except (RuntimeError, ValueError) as cpu_error:
                 raise VideoReadError(self.path, f"torchcodec: {first_line(cpu_error)}") from cpu_error
         metadata = self._decoder.metadata
@@ -122,8 +121,7 @@ class TorchCodecVideoReader(VideoReader):
             raise ValueError(f"torchcodec decodes on 'cpu' or 'cuda', got device={device}")
         return device
 
-    def _open_decoder(self, source: VideoSource, info: Any, short_side: int | None, orientation: str,
-                      num_threads: int) -> Any:
+    def _open_decoder(self, source: VideoSource, short_side: int | None, orientation: str, num_threads: int) -> Any:
         from torchcodec.decoders import VideoDecoder
         from torchcodec.transforms import Resize
 
@@ -141,7 +139,18 @@ class TorchCodecVideoReader(VideoReader):
         # decoder itself tells; with one, a first decoder that only parses the header ("approximate": no scan;
         # about 5 ms on a 340x256 file, the cost of the in-decoder resize here) tells, then the exact one opens.
         first = decoder(None, "exact" if short_side is None else "approximate")
-        native = quarter_turns(float(first.metadata.rotation or 0))
+        metadata = first.metadata
+        native = quarter_turns(float(metadata.rotation or 0))
+        if self._check_corruption:
+            # The damage checker opens the file with PyAV anyway: its header also gives the rotate tag.
+            if self._checker is None:
+                self._checker = self._make_checker()
+            info = self._checker._info
+        else:  # torchcodec's metadata: size after its rotation, pixel aspect ratio (0: unknown); no tags
+            quarter = native in (90, 270)
+            sar = metadata.pixel_aspect_ratio or 1
+            height, width = (metadata.width, metadata.height) if quarter else (metadata.height, metadata.width)
+            info = StreamInfo(int(height), int(width), Fraction(sar), 0)
         rotation = native or info.tag_rotation
         plan = plan_frames(info.height, info.width, rotation, info.sar, short_side, orientation)
         self._set_plan(plan, native_rotation=native)
@@ -150,6 +159,11 @@ class TorchCodecVideoReader(VideoReader):
         # torchcodec rotates before its transforms: the size is asked in its orientation.
         size = plan.decode_size[::-1] if native in (90, 270) else plan.decode_size
         return decoder([Resize(tuple(size))], "exact")
+
+    def _make_checker(self) -> Any:
+        from hiera_video.data.reader_pyav import PyAVVideoReader
+
+        return PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path, convert=False)
 
     @property
     def device(self) -> torch.device:
@@ -160,10 +174,7 @@ class TorchCodecVideoReader(VideoReader):
             raise VideoReadError(self.path, "reader is closed")
         if self._check_corruption:
             if self._checker is None:
-                from hiera_video.data.reader_pyav import PyAVVideoReader
-
-                self._checker = PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path,
-                                                convert=False)
+                self._checker = self._make_checker()
             for frame in self._checker.check_frames(indices):
                 self._note_corrupt(frame, "see the PyAV check")
         try:
