@@ -36,9 +36,9 @@ Design decisions (each one removes a known failure mode of video loaders):
 
 ``backend="auto"`` picks, in order, **pyav, torchcodec, decord** (the first installed). Measured on the test
 corpus and the benchmark videos (BENCHMARKS_DATA.md, CPU time per 16x4 clip): without damage checking
-torchcodec is 9-16% cheaper than PyAV on 340x256 files and equal at 720p, decord the most expensive; with the
-damage check every default read needs, torchcodec and decord pay a second (PyAV) decode and PyAV is 1.6-1.9x
-cheaper than both. PyAV also has no exactness caveat (it is the reference) and no extra system dependency.
+torchcodec is 10-14% cheaper than PyAV on 340x256 files and 5% at 720p, decord the most expensive; with the
+damage check every default read needs, torchcodec and decord pay a second (PyAV) decode and PyAV is
+1.65-2.2x cheaper than both. PyAV also has no exactness caveat (it is the reference) and no extra system dependency.
 ``device="cuda"`` prefers torchcodec (NVDEC) when a GPU and torchcodec are available and falls back to the
 CPU order otherwise.
 
