@@ -199,7 +199,8 @@ class VideoReader(ABC):
             after ``short_side`` resizing).
         backend: ``"pyav"``, ``"decord"`` or ``"torchcodec"``.
         on_corrupt: ``"raise"`` (damaged data raises :class:`CorruptVideoError`) or ``"count"`` (the decoder's
-            concealed frames are returned and their indices recorded in ``corrupt_frames``).
+            concealed frames are returned and their indices recorded in ``corrupt_frames``). Data the decoder
+            rejects outright (no frame comes out) raises :class:`CorruptVideoError` under either policy.
         corrupt_frames: sorted indices at which damage was detected (``on_corrupt="count"``).
 
     ``len(reader)`` is the number of frames, ``reader.duration`` is ``len(reader) / fps`` seconds (the span

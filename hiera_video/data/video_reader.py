@@ -144,7 +144,7 @@ def open_video(
         device: ``"cuda"`` decodes with torchcodec on the GPU (NVDEC) when it can, else on the CPU.
         orientation: ``"upright"`` (display rotation and square pixels applied) or ``"stored"``.
         on_corrupt: ``"raise"`` (:class:`CorruptVideoError`) or ``"count"`` (concealed frames returned and
-            listed in ``reader.corrupt_frames``).
+            listed in ``reader.corrupt_frames``; data no frame can be decoded from still raises).
         check_corruption: torchcodec/decord: repeat reads with PyAV to detect damage (PyAV: always on).
         name: how errors name the video (default: the path, URL or file object's name).
 
