@@ -142,7 +142,7 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: list(KINETICS_STD))
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
-    decoder: Literal["auto", "pyav", "decord"] = "auto"
+    decoder: Literal["auto", "pyav", "torchcodec", "decord"] = "auto"
     repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
     synthetic: SyntheticConfig | None = None
     # -- dataset format and clip sampler (each recipe reads its dataset as published) --------------------

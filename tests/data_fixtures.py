@@ -11,10 +11,17 @@ import numpy as np
 from hiera_video.data.synthetic import write_video
 
 
-def reference_decode(path: str | Path) -> np.ndarray:
-    """Every frame of ``path`` from a full sequential PyAV decode, ``uint8 [N, H, W, 3]`` — the ground truth."""
+def reference_decode(path: str | Path, threads: int | None = None) -> np.ndarray:
+    """Every frame of ``path`` from a full sequential PyAV decode, ``uint8 [N, H, W, 3]`` — the ground truth.
+
+    ``threads``: decoder threads (default FFmpeg's choice). Intact files decode the same with any count;
+    FFmpeg's concealment of damaged data depends on it (the readers use 1).
+    """
     with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+        stream = container.streams.video[0]
+        if threads is not None:
+            stream.codec_context.thread_count = threads
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
 
 
 def distinct_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -79,3 +86,48 @@ VIDEO_SPECS: tuple[VideoSpec, ...] = (
     VideoSpec("vp9_webm_25fps", 45, fps=25, codec="vp9", gop_size=10),
     VideoSpec("mpeg4_bframes", 40, fps=30, codec="mpeg4", gop_size=4, max_b_frames=1),
 )
+
+
+def ffmpeg_exe() -> str:
+    """The static ffmpeg binary of imageio-ffmpeg (a dev dependency): makes rotated / anamorphic copies."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_copy(source: Path, destination: Path, input_options: list[str], output_options: list[str]) -> Path:
+    """``ffmpeg [input_options] -i source -c copy [output_options] destination`` (stream copy: same pixels)."""
+    import subprocess
+
+    command = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *input_options, "-i", str(source),
+               "-c", "copy", *output_options, str(destination)]
+    subprocess.run(command, check=True, capture_output=True)
+    return destination
+
+
+def rotated_copy(source: Path, destination: Path, degrees: int) -> Path:
+    """A copy whose display matrix says: turn ``degrees`` counter-clockwise for display."""
+    return ffmpeg_copy(source, destination, ["-display_rotation", str(degrees)], [])
+
+
+def anamorphic_copy(source: Path, destination: Path, sar: str) -> Path:
+    """A copy of an H.264 file whose pixels are ``sar`` (e.g. ``"2/1"``) wide (written into the SPS)."""
+    return ffmpeg_copy(source, destination, [], ["-bsf:v", f"h264_metadata=sample_aspect_ratio={sar}"])
+
+
+def damaged_copy(source: Path, destination: Path, seed: int, fraction: float = 0.3, size: int = 64) -> Path:
+    """A copy with ``size`` random bytes written at ``fraction`` of its length."""
+    data = bytearray(source.read_bytes())
+    position = int(len(data) * fraction)
+    data[position : position + size] = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    destination.write_bytes(bytes(data))
+    return destination
+
+
+def ffmpeg_reports_errors(path: Path) -> bool:
+    """The static ffmpeg binary logs decoding errors for ``path`` (an oracle independent of our readers)."""
+    import subprocess
+
+    completed = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                               capture_output=True, text=True)
+    return bool(completed.stderr.strip())

@@ -1,4 +1,5 @@
-"""Video readers: frame-exactness of both backends against a full sequential PyAV decode, and clear errors."""
+"""Video readers: frame-exactness of every backend (PyAV, torchcodec, decord) against a full sequential PyAV
+decode, and clear errors."""
 
 from __future__ import annotations
 
@@ -13,9 +14,20 @@ from data_fixtures import VIDEO_SPECS, VideoSpec, distinct_frames, reference_dec
 
 import hiera_video.data.video_reader as video_reader
 from hiera_video.data import VideoNotFoundError, VideoReadError, open_video, write_video
-from hiera_video.data.video_reader import DecordVideoReader, PyAVVideoReader, short_side_size
+from hiera_video.data.reader_torchcodec import torchcodec_installed
+from hiera_video.data.video_reader import (
+    AUTO_ORDER,
+    DecordVideoReader,
+    PyAVVideoReader,
+    TorchCodecVideoReader,
+    short_side_size,
+)
 
-BACKENDS = ("pyav", "decord", "auto")
+# torchcodec is an optional extra (it needs FFmpeg's shared libraries); CI installs both.
+needs_torchcodec = pytest.mark.skipif(not torchcodec_installed(), reason="torchcodec or its FFmpeg libraries missing")
+TORCHCODEC = pytest.param("torchcodec", marks=needs_torchcodec)
+READERS = ("pyav", TORCHCODEC, "decord")  # the three backends
+BACKENDS = (*READERS, "auto")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +72,7 @@ def test_frames_match_full_pyav_decode(videos, name: str, backend: str) -> None:
             assert np.array_equal(frames.numpy(), reference[indices]), (name, backend, indices.tolist())
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", READERS)
 def test_get_clips_reads_the_union_once_and_returns_views(videos, backend: str) -> None:
     path, reference, _ = videos["h264_gop12_b2_30fps"]
     last = len(reference) - 1
@@ -96,47 +108,46 @@ def test_fresh_reader_per_request(videos, name: str) -> None:
     """The dataset's pattern: open, read one clip, close."""
     path, reference, _ = videos[name]
     rng = np.random.default_rng(0)
-    for backend in BACKENDS:
+    for backend in ["pyav", "decord", "auto"] + (["torchcodec"] if torchcodec_installed() else []):
         for _ in range(5):
             indices = np.sort(rng.integers(0, len(reference), size=8))
             with open_video(path, backend=backend) as reader:
                 assert np.array_equal(reader.get_frames(indices.tolist()).numpy(), reference[indices])
 
 
-def test_auto_backend_choice(videos) -> None:
-    with open_video(videos["h264_gop12_b2_30fps"][0]) as reader:
-        assert reader.backend == "decord"
-    # decord would return wrong frames after seeks in this file: auto detects it and uses PyAV.
-    with open_video(videos["mpeg4_bframes"][0]) as reader:
-        assert reader.backend == "pyav"
-    # Forced decord reads such a file sequentially: slower, still exact.
-    path, reference, _ = videos["mpeg4_bframes"]
-    with open_video(path, backend="decord") as reader:
-        assert isinstance(reader, DecordVideoReader)
-        assert np.array_equal(reader.get_frames([33, 5, 21]).numpy(), reference[[33, 5, 21]])
-
-
-def test_auto_without_decord_uses_pyav(videos, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(video_reader, "_decord_installed", lambda: False)
+def test_auto_backend_choice(videos, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The order measured in BENCHMARKS_DATA.md: PyAV (reference decoder, damage flags for free), torchcodec, decord.
+    assert AUTO_ORDER == ("pyav", "torchcodec", "decord")
     path, reference, _ = videos["h264_gop5_b3_25fps"]
     with open_video(path) as reader:
         assert isinstance(reader, PyAVVideoReader)
-        assert np.array_equal(reader.get_frames([7, 3]).numpy(), reference[[7, 3]])
+    for missing, expected in ((("pyav",), TorchCodecVideoReader), (("pyav", "torchcodec"), DecordVideoReader)):
+        if expected is TorchCodecVideoReader and not torchcodec_installed():
+            continue
+        monkeypatch.setattr(video_reader, "_installed", lambda name, missing=missing: name not in missing)
+        with open_video(path) as reader:
+            assert isinstance(reader, expected)
+            assert np.array_equal(reader.get_frames([7, 3]).numpy(), reference[[7, 3]])
+    monkeypatch.setattr(video_reader, "_installed", lambda name: False)
+    with pytest.raises(ImportError, match="no video backend"):
+        open_video(path)
 
 
-def test_auto_falls_back_to_pyav_when_decord_read_fails(videos, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_read(self: DecordVideoReader, indices: np.ndarray) -> torch.Tensor:
-        raise VideoReadError(self.path, "simulated decord failure")
+def test_decord_on_files_it_cannot_seek(videos) -> None:
+    # decord would return wrong frames after seeks in this file: it reads it sequentially (slower, exact)...
+    path, reference, _ = videos["mpeg4_bframes"]
+    with open_video(path, backend="decord") as reader:
+        assert isinstance(reader, DecordVideoReader) and reader._sequential_only
+        assert np.array_equal(reader.get_frames([33, 5, 21]).numpy(), reference[[33, 5, 21]])
+    # ... or refuses it when asked to.
+    with pytest.raises(VideoReadError, match="cannot seek exactly"):
+        DecordVideoReader(path, unsafe="raise")
 
-    monkeypatch.setattr(DecordVideoReader, "_read_sorted_unique", broken_read)
-    path, reference, _ = videos["h264_gop12_b2_30fps"]
-    with open_video(path, backend="auto") as reader:
-        assert reader.backend == "decord"
-        frames = reader.get_frames([40, 2, 40])
-        assert reader.backend == "pyav"
-    assert np.array_equal(frames.numpy(), reference[[40, 2, 40]])
-    with open_video(path, backend="decord") as reader, pytest.raises(VideoReadError, match="simulated"):
-        reader.get_frames([1])
+
+def test_missing_backend_is_named(videos, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video_reader, "_installed", lambda name: name != "torchcodec")
+    with pytest.raises(ImportError, match=r"torchcodec.*ffmpeg"):
+        open_video(videos["h264_gop5_b3_25fps"][0], backend="torchcodec")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -148,18 +159,20 @@ def test_short_side_resize(videos, backend: str) -> None:
     assert short_side_size(64, 48, 32) == (43, 32)
     with open_video(path, backend="pyav", short_side=32) as reader:
         pyav_frames = reader.get_frames([0, 10, 74]).numpy().astype(np.int32)
-    # The backends' scalers differ (decord's filter graph vs PyAV's bilinear libswscale): resized frames
+    # The backends' scalers differ (decord's filter graph, torchcodec's in-decoder Resize and PyAV's bilinear
+    # libswscale reformat): resized frames
     # agree on average, not bitwise (full-resolution frames are bitwise equal, tested above). On these noisy,
     # sharp-edged test frames the measured mean difference is about 2.6 levels.
     difference = np.abs(frames.numpy().astype(np.int32) - pyav_frames)
     assert difference.mean() < 5.0
-    if backend == "pyav":
+    if backend in ("pyav", "auto"):
         assert difference.max() == 0
 
 
 def test_errors_name_the_file(tmp_path: Path, videos) -> None:
     missing = tmp_path / "missing.mp4"
-    for backend in BACKENDS:
+    backends = ["pyav", "decord", "auto"] + (["torchcodec"] if torchcodec_installed() else [])
+    for backend in backends:
         with pytest.raises(VideoNotFoundError, match="missing.mp4"):
             open_video(missing, backend=backend)
     with pytest.raises(FileNotFoundError):  # also a FileNotFoundError
@@ -167,7 +180,7 @@ def test_errors_name_the_file(tmp_path: Path, videos) -> None:
 
     not_video = tmp_path / "notes.mp4"
     not_video.write_bytes(b"this is not a video " * 100)
-    for backend in BACKENDS:
+    for backend in backends:
         with pytest.raises(VideoReadError, match="notes.mp4"):
             open_video(not_video, backend=backend)
 
@@ -227,7 +240,7 @@ def _use_in_child(reader, queue) -> None:  # runs in a forked process
         queue.put(f"error: {error}")
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", READERS)
 def test_reader_is_not_shared_across_processes(videos, backend: str) -> None:
     path = videos["h264_gop12_b2_30fps"][0]
     with open_video(path, backend=backend) as reader:
@@ -245,7 +258,7 @@ def test_reader_is_not_shared_across_processes(videos, backend: str) -> None:
 
 def test_reader_closed(videos) -> None:
     path = videos["h264_intra_30fps"][0]
-    for backend in ("pyav", "decord"):
+    for backend in ["pyav", "decord"] + (["torchcodec"] if torchcodec_installed() else []):
         reader = open_video(path, backend=backend)
         reader.close()
         reader.close()  # idempotent
@@ -279,7 +292,7 @@ def test_video_with_audio_track(tmp_path: Path) -> None:
             for packet in stream.encode(None):
                 container.mux(packet)
     reference = reference_decode(path)
-    for backend in BACKENDS:
+    for backend in ["pyav", "decord", "auto"] + (["torchcodec"] if torchcodec_installed() else []):
         with open_video(path, backend=backend) as reader:
             assert len(reader) == 30
             assert np.array_equal(reader.get_frames([29, 0, 14]).numpy(), reference[[29, 0, 14]])

@@ -17,6 +17,8 @@ an idle machine the two agree. Wall times are printed in brackets. Goals: pipeli
 
     python tools/bench_data.py                 # both GOP settings, default sizes
     python tools/bench_data.py --gop 16 --videos 4 --rounds 3
+    python tools/bench_data.py --mode decoders # the three backends on the same files (bench_decoders.py)
+    python tools/bench_data.py --mode loader   # DataLoader throughput with each backend
 """
 
 from __future__ import annotations
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gop", type=int, nargs="+", default=[250, 16], help="GOP sizes to test")
     parser.add_argument("--videos", type=int, default=8, help="videos per GOP setting (samples per round)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    parser.add_argument("--mode", default="pipeline", choices=["pipeline", "decoders", "loader"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "pyav", "torchcodec", "decord"])
     parser.add_argument(
         "--ra-ops", type=int, nargs="+", default=[4], help="RandAugment ops per clip to test (4 = the default)"
     )
@@ -206,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # one DataLoader worker = one core
     cache = args.cache or Path(tempfile.gettempdir()) / "hiera_video_bench_data"
     cache.mkdir(parents=True, exist_ok=True)
+    if args.mode != "pipeline":
+        from bench_decoders import run_decoders, run_loader
+
+        results = run_decoders(cache, args.rounds) if args.mode == "decoders" else run_loader(cache)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
     results = {}
     for gop, ra_ops in [(gop, ra_ops) for gop in args.gop for ra_ops in args.ra_ops]:
         records = make_videos(cache, args.videos, gop)

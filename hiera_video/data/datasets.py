@@ -55,7 +55,7 @@ from hiera_video.data.transforms import (
     VideoEvalTransform,
     VideoTrainTransform,
 )
-from hiera_video.data.video_reader import VideoReadError, open_video
+from hiera_video.data.video_reader import VideoReader, VideoReadError, open_video
 
 __all__ = [
     "EvalBatch",
@@ -202,8 +202,15 @@ class _RobustDataset(Dataset):
         if report.count:
             shown = ", ".join(report.paths[:20]) + (" ..." if len(report.paths) > 20 else "")
             logger.warning("%d samples failed to load in epoch %d: %s", report.count, self.epoch, shown)
+        concealed = getattr(self, "concealed", None)
+        if concealed is not None and concealed.count:
+            paths = [self.records[i].path for i in concealed.indices()]
+            logger.warning("%d samples used concealed damaged frames in epoch %d: %s", concealed.count, self.epoch,
+                           ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else ""))
         if reset:
             self.failures.reset()
+            if concealed is not None:
+                concealed.reset()
         return report
 
     def reset_failures(self) -> None:
@@ -245,6 +252,10 @@ class VideoDataset(_RobustDataset):
             ``VideoTrainTransform()`` / ``VideoEvalTransform(num_crops=3)``; ``None``: clips are returned as
             uint8 ``[T, H, W, C]`` (stacked to ``[K, T, H, W, C]`` / ``[V, T, H, W, C]``).
         backend, short_side: passed to :func:`~hiera_video.data.video_reader.open_video`.
+        on_corrupt: damaged data the decoder detects. ``"raise"`` (default): the video fails like an
+            unreadable one (training: replaced and counted; testing: excluded and counted). ``"count"``: the
+            decoder's concealed frames are used, and the video is counted in ``dataset.concealed`` (logged by
+            ``log_failures``).
         seed: base seed of all per-sample randomness.
         max_retries: replacements tried for a broken training video before giving up.
         classes: class names (label order), for reference.
@@ -262,11 +273,16 @@ class VideoDataset(_RobustDataset):
         max_retries: int = 10,
         classes: Sequence[str] | None = None,
         failure_capacity: int = 256,
+        on_corrupt: str = "raise",
     ) -> None:
         super().__init__(seed, max_retries, failure_capacity)
         self.records = list(records)
         if not self.records:
             raise ValueError("VideoDataset needs at least one video")
+        if on_corrupt not in ("raise", "count"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'count', got {on_corrupt!r}")
+        self.on_corrupt = on_corrupt
+        self.concealed = FailureCounter(failure_capacity)  # videos read with concealed damage ("count")
         self.train = train
         self.clip_sampler = clip_sampler or (RandomClipSampler() if train else UniformClipSampler(num_clips=5))
         if transform == "default":
@@ -331,14 +347,22 @@ class VideoDataset(_RobustDataset):
         return cls(records, classes=class_names, transform=transform, **kwargs)
 
     # -- loading ------------------------------------------------------------------------------------------
+    def _open_reader(self, index: int) -> VideoReader:
+        """The reader of video ``index`` (the tar-shard dataset overrides this to read from its shards)."""
+        record = self.records[index]
+        return open_video(record.path, backend=self.backend, short_side=self.short_side, on_corrupt=self.on_corrupt)
+
     def _read_clips(self, index: int, attempt: int) -> tuple[list[torch.Tensor], int]:
         """Decode all clips of one video in one read → K uint8 ``[T, H, W, C]`` clips (views into the decoded
         union of their frames where possible) and K."""
         record = self.records[index]
         rng = sample_rng(self.seed, self.epoch, index, attempt)
-        with open_video(record.path, backend=self.backend, short_side=self.short_side) as reader:
+        with self._open_reader(index) as reader:
             clip_indices = self.clip_sampler(len(reader), reader.fps, rng)  # [K, T]
             clips = reader.get_clips(clip_indices)
+            if reader.corrupt_frames:
+                self.concealed.record(index)
+                logger.warning("'%s': concealed damage at frames %s used", record.path, reader.corrupt_frames[:8])
         return clips, len(clips)
 
     def _transform_clips(self, clips: list[torch.Tensor], index: int, attempt: int) -> torch.Tensor:

@@ -20,7 +20,16 @@ What it does, per video, in a process pool with a progress bar:
    them and read the frame rate.
 3. write the verified list ``path<TAB>label<TAB>num_frames<TAB>fps`` (read by
    :func:`~hiera_video.data.annotations.read_list_file`) and ``<output>.failed.txt`` with one
-   ``path<TAB>error`` line per video that failed.
+   ``path<TAB>error`` line per video that failed;
+4. (optional, ``--shards DIR``) pack the verified videos into WebDataset-style tar shards
+   ``DIR/shard-000000.tar`` (``<key>.mp4`` + ``<key>.cls`` + ``<key>.json``, keys = paths relative to the
+   source root), read by :class:`~hiera_video.data.shards.TarShardVideoDataset`::
+
+    python datasets/prepare.py kinetics val.csv --root /data/k400 --output /data/k400_320/val.txt \
+        --reencode-dir /data/k400_320/val --shards /data/k400_320/val_shards --shard-videos 1000
+
+Verification decodes every frame with damage detection on (``on_corrupt="raise"``): a video FFmpeg reports
+damage in is listed as failed, so a verified list or shard set holds no video known to be damaged.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from hiera_video.data.annotations import (
     write_list_file,
 )
 from hiera_video.data.video_reader import VideoReadError, open_video
+from hiera_video.fileio import atomic_write_text
 
 __all__ = [
     "EncodeSettings",
@@ -243,6 +253,9 @@ def prepare_dataset(
     workers: int | None = None,
     backend: str = "auto",
     progress: bool = True,
+    shard_dir: str | os.PathLike[str] | None = None,
+    shard_max_count: int = 1000,
+    overwrite_shards: bool = False,
 ) -> PrepareResult:
     """Verify (and optionally re-encode) ``records`` in parallel and write the verified list.
 
@@ -255,6 +268,10 @@ def prepare_dataset(
         workers: processes (default: all CPUs); 0 or 1 runs in this process.
         backend: reader backend used for verification.
         progress: show a tqdm progress bar.
+        shard_dir: if given, the verified videos are also packed into tar shards there (keys relative to
+            ``reencode_dir`` when re-encoding, else to ``source_root``).
+        shard_max_count: videos per shard.
+        overwrite_shards: replace shards already in ``shard_dir``.
 
     Returns:
         :class:`PrepareResult`; failures are also written to ``<output_list>.failed.txt``.
@@ -298,9 +315,15 @@ def prepare_dataset(
     failed = [c for c in checks if not c.ok]
     write_list_file(output_list, good, with_metadata=True)
     failed_file = output_list.with_name(output_list.name + ".failed.txt")
-    failed_file.write_text("".join(f"{c.source}\t{c.error}\n" for c in failed), encoding="utf-8")
+    atomic_write_text(failed_file, "".join(f"{c.source}\t{c.error}\n" for c in failed))
     if failed:
         logger.warning("%d of %d videos failed; see %s", len(failed), len(checks), failed_file)
+    if shard_dir is not None:
+        from hiera_video.data.shards import write_shards
+
+        key_root = reencode_dir if reencode_dir is not None else root
+        shards = write_shards(good, shard_dir, root=key_root, max_count=shard_max_count, overwrite=overwrite_shards)
+        logger.info("%d videos packed into %d shards in %s", len(good), len(shards), shard_dir)
     return PrepareResult(good, failed, output_list, failed_file)
 
 
@@ -343,7 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, help="re-encode to this constant frame rate (default: source)")
     parser.add_argument("--no-ffmpeg", action="store_true", help="re-encode with PyAV even if ffmpeg exists")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "pyav", "torchcodec", "decord"])
+    parser.add_argument("--shards", help="also pack the verified videos into tar shards in this folder")
+    parser.add_argument("--shard-videos", type=int, default=1000, help="videos per shard (default 1000)")
+    parser.add_argument("--overwrite-shards", action="store_true", help="replace shards already in --shards")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -366,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         backend=args.backend,
         progress=not args.quiet,
+        shard_dir=args.shards,
+        shard_max_count=args.shard_videos,
+        overwrite_shards=args.overwrite_shards,
     )
     print(
         f"{len(result.records)} videos verified -> {result.list_file}; "
