@@ -208,7 +208,7 @@ def _cfg(*overrides: str):
 def test_train_sampler_selection():
     from hiera_video.data.clip_sampling import RandomClipSampler, SegmentClipSampler
     from hiera_video.engine import build
-    from hiera_video.engine.pipeline import eval_pipeline
+    from hiera_video.engine.pipeline import eval_pipeline, eval_sampler_kind
 
     repeated = build.train_clip_sampler(_cfg())
     assert isinstance(repeated, RandomClipSampler) and (repeated.num_clips, repeated.same_start) == (2, True)
@@ -222,12 +222,12 @@ def test_train_sampler_selection():
     indices = segment(300, 12.0, np.random.default_rng(0))
     assert indices.shape == (2, 16) and indices.min() < 300 / 16 and indices.max() >= 300 - 300 / 16
     # Test views follow: uniform for a random-clip recipe, segment for a segment-trained one.
-    assert build.eval_sampler_kind(_cfg()) == "uniform" and build.eval_sampler_kind(ssv2) == "segment"
+    assert eval_sampler_kind(_cfg()) == "uniform" and eval_sampler_kind(ssv2) == "segment"
     pipe = eval_pipeline(ssv2)  # the one builder of test views (eval, predict, extract)
     views, transform = pipe.clip_sampler, pipe.transform
     assert isinstance(views, SegmentClipSampler) and not views.random and views.num_clips == 2
     assert transform.num_crops == 3
-    assert build.eval_sampler_kind(_cfg("data.train_sampler=segment", "eval.sampler=uniform")) == "uniform"
+    assert eval_sampler_kind(_cfg("data.train_sampler=segment", "eval.sampler=uniform")) == "uniform"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

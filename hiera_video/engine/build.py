@@ -350,13 +350,6 @@ def train_clip_sampler(cfg: Config) -> Any:
     return RandomClipSampler(**_geometry(cfg), num_clips=1)
 
 
-def eval_sampler_kind(cfg: Config) -> str:
-    """``eval.sampler`` resolved: ``segment`` follows a segment-trained recipe, otherwise ``uniform``."""
-    if cfg.eval.sampler != "auto":
-        return cfg.eval.sampler
-    return "segment" if cfg.data.train_sampler == "segment" else "uniform"
-
-
 def train_transform(cfg: Config) -> Any:
     """The training augmentation of ``cfg.data`` (crop, flip, RandAugment with mstd, erasing, normalisation)."""
     from hiera_video.data.transforms import ImageTrainTransform, VideoTrainTransform

@@ -565,14 +565,3 @@ def extract_features(input: str | os.PathLike[str] | None = None, output_dir: st
         values["output_dir"] = str(output_dir)
     cfg, loaded = resolve_extract_config(config, overrides, values)
     return run_extract(cfg, loaded, on_shard=on_shard)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hiera_video.engine.extract ...``: the same as ``hiera-video extract ...``."""
-    from hiera_video.cli import main as cli_main
-
-    return cli_main(["extract", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

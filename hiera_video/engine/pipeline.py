@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from hiera_video.config import Config, ConfigError
 
-__all__ = ["EvalPipeline", "LoadedModel", "config_for_model", "eval_pipeline", "load_model"]
+__all__ = ["EvalPipeline", "LoadedModel", "config_for_model", "eval_pipeline", "eval_sampler_kind", "load_model"]
 
 logger = logging.getLogger("hiera_video")
 
@@ -146,6 +146,13 @@ class EvalPipeline(NamedTuple):
     settings: dict[str, Any]  # the resolved values (defaults filled in), e.g. for extract_config.json
 
 
+def eval_sampler_kind(cfg: Config) -> str:
+    """``eval.sampler`` resolved: ``segment`` follows a segment-trained recipe, otherwise ``uniform``."""
+    if cfg.eval.sampler != "auto":
+        return cfg.eval.sampler
+    return "segment" if cfg.data.train_sampler == "segment" else "uniform"
+
+
 def eval_pipeline(cfg: Config, clips: Literal["uniform", "sliding"] = "uniform",
                   size_multiple: tuple[int, int] = (1, 1)) -> EvalPipeline:
     """The evaluation pipeline of ``cfg``: clip sampler + spatial transform + normalisation.
@@ -161,7 +168,6 @@ def eval_pipeline(cfg: Config, clips: Literal["uniform", "sliding"] = "uniform",
     from hiera_video.data.clip_sampling import SegmentClipSampler, SlidingClipSampler, UniformClipSampler
     from hiera_video.data.streaming import FrameTransform
     from hiera_video.data.transforms import ImageEvalTransform, NormalizeToFloat, VideoEvalTransform
-    from hiera_video.engine.build import eval_sampler_kind
 
     d, video = cfg.data, cfg.data.kind == "video"
     T, rate = (d.num_frames, d.sampling_rate) if video else (1, 1)
