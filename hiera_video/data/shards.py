@@ -132,7 +132,7 @@ def list_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         elif os.path.isdir(location):
             found = sorted(str(p) for p in Path(location).glob("*.tar"))
         else:
-            found = [location]
+            found = [location] if os.path.isfile(location) else []
     if not found:
         raise FileNotFoundError(f"no tar shards found at {shards!r}")
     return found
