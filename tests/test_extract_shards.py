@@ -282,3 +282,41 @@ def test_extraction_and_eval_pass_the_gpu_decode_device_to_the_readers(data, fol
     result = evaluate_run(str(run["run_dir"]), ["eval.num_clips=1", "eval.num_crops=1", "data.num_workers=2"])
     assert result["metrics"]["num_videos"] == len(build.read_class_names(cfg)) and result["metrics"]["num_failed"] == 0
     assert asked and all(a == (os.getpid(), "cuda") for a in asked)
+
+
+def test_gpu_decoded_clips_are_transformed_on_their_device(data):
+    """Frames a GPU decoder returns stay on its device through the evaluation and extraction transforms
+    (the ``meta`` device stands in for CUDA here: any CPU allocation mixed in would raise)."""
+    from hiera_video.data.datasets import VideoDataset
+    from hiera_video.data.streaming import FrameTransform
+    from hiera_video.data.transforms import VideoEvalTransform
+
+    class OnDevice:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __getattr__(self, name):
+            return getattr(self.reader, name)
+
+        def __len__(self):
+            return len(self.reader)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.reader.close()
+
+        def get_clips(self, indices):
+            return [clip.to("meta") for clip in self.reader.get_clips(indices)]
+
+    class MetaDataset(VideoDataset):
+        def _open_reader(self, index):
+            return OnDevice(super()._open_reader(index))
+
+    dataset = MetaDataset(data["records"], train=False, transform=VideoEvalTransform(crop_size=32, num_crops=3))
+    views, label, index, valid = dataset[1]
+    assert valid and views.device.type == "meta" and views.shape[1:] == (3, 16, 32, 32)
+    frames = torch.empty(8, 48, 64, 3, dtype=torch.uint8, device="meta")
+    assert FrameTransform("center_crop", 32)(frames).device.type == "meta"
+    assert FrameTransform("full", 32)(frames).shape == (8, 3, 64, 64)
