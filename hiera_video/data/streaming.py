@@ -271,6 +271,11 @@ def discover_inputs(source: str | os.PathLike[str] | Sequence[str], root: str | 
     from hiera_video.data.shards import is_shard_input, shard_inputs
 
     if is_shard_input(source):
+        if root is not None or id_root is not None or extensions is not None:
+            import logging
+
+            logging.getLogger(__name__).warning("tar shard input: root, id_root and extensions are not used (ids "
+                                                "are the shards' sample keys, every video member is read)")
         return shard_inputs(source)
     src = Path(source)
     for what, folder in (("root", root), ("id root", id_root)):
