@@ -182,7 +182,8 @@ def _extract(p: argparse.ArgumentParser) -> Handler:
     # these flags as aliases of its keys (hiera_video.engine.extract.ALIASES). Unset flags stay unset.
     p.add_argument("args", nargs="*", metavar="[CONFIG] INPUT OUTPUT_DIR [key=value]",
                    help="optional config (YAML / shipped name), the input (directory of videos/images, list "
-                        "file or Kinetics-style CSV) and output directory (or extract.input= / "
+                        "file, Kinetics-style CSV, or tar shards: .tar files, a glob, a folder of *.tar or an "
+                        "fsspec URL) and output directory (or extract.input= / "
                         "extract.output_dir=), then config overrides such as extract.stride=16")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     flag = argparse.SUPPRESS
@@ -234,6 +235,8 @@ def _extract(p: argparse.ArgumentParser) -> Handler:
 
         config, paths, overrides = _extract_positionals(args.args)
         settings = {k: v for k, v in vars(args).items() if k in ALIASES}
+        if len(paths) > 2:  # several tar shards, then the output folder
+            paths = [paths[:-1], paths[-1]]
         settings.update(zip(("input", "output_dir"), paths))
         overrides = [f"model.overrides.{item}" for item in args.model_override] + overrides
         cfg, loaded = resolve_extract_config(config, overrides, settings)
@@ -247,6 +250,8 @@ def _extract(p: argparse.ArgumentParser) -> Handler:
 
 def _extract_positionals(items: list[str]) -> tuple[str | None, list[str], list[str]]:
     """``[CONFIG] INPUT OUTPUT_DIR [key=value ...]`` -> (config, [input, output_dir], overrides).
+
+    INPUT may be several ``.tar`` shards (the last path is then the output folder).
 
     A ``key=value`` item that is not an existing path is an override; a YAML file (or, first, a shipped
     config name that is not an existing path) is the config; the rest are the input and the output folder.
@@ -264,8 +269,9 @@ def _extract_positionals(items: list[str]) -> tuple[str | None, list[str], list[
             config = item
         else:
             paths.append(item)
-    if len(paths) > 2:
-        raise ConfigError(f"extract takes an input and an output directory, got {len(paths)} paths: {paths}")
+    if len(paths) > 2 and not all(p.lower().endswith(".tar") for p in paths[:-1]):
+        raise ConfigError(f"extract takes an input (or several .tar shards) and an output directory, got "
+                          f"{len(paths)} paths: {paths}")
     return config, paths, overrides
 
 

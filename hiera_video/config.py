@@ -143,6 +143,10 @@ class DataConfig:
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
     decoder: Literal["auto", "pyav", "torchcodec", "decord"] = "auto"
+    # Where evaluation and extraction decode: auto = on the model's GPU when torchcodec can decode there
+    # (NVDEC), else the CPU; cuda = GPU if possible, else the CPU with a warning. GPU decoding runs in the
+    # main process (num_workers is ignored then: CUDA does not survive fork). Training always decodes on the CPU.
+    decode_device: Literal["auto", "cpu", "cuda"] = "auto"
     repeat_single_frame: bool = False  # ablation: feed one frame repeated T times (kills motion cues)
     synthetic: SyntheticConfig | None = None
     # -- dataset format and clip sampler (each recipe reads its dataset as published) --------------------
@@ -152,8 +156,12 @@ class DataConfig:
     # ssv2_json: something-something-v2-{train,validation}.json named by the *_list keys + labels_file,
     # videos <id>.webm (or .mp4) in root/video_dir; class_folders: videos in root/<train_split|val_split>/<class>/;
     # image_folders: images in root/<train_split|val_split>/<class>/ (ImageNet). None: list for video,
-    # image_folders for images.
-    format: Literal["list", "kinetics_csv", "ssv2_json", "class_folders", "image_folders"] | None = None
+    # image_folders for images; tar_shards: WebDataset-style shards (<key>.mp4 + .cls/.json) named by
+    # train_shards / val_shards / test_shards (a folder of *.tar, a glob or an fsspec URL; relative to root).
+    format: Literal["list", "kinetics_csv", "ssv2_json", "class_folders", "image_folders", "tar_shards"] | None = None
+    train_shards: str | None = None  # tar_shards: e.g. "train/shard-*.tar" or "s3://bucket/k400/train/"
+    val_shards: str | None = None
+    test_shards: str | None = None
     labels_file: str | None = None  # class names: SSv2 labels.json, or a names file / JSON (relative to root)
     video_dir: str = ""  # kinetics_csv / ssv2_json: the folder (relative to root) holding the videos
     test_split: str | None = None  # class_folders / image_folders: the test folder (None: val_split)
@@ -252,7 +260,9 @@ class ExtractConfig:
     same folder with other values is refused.
     """
 
-    input: str | None = None  # directory (recursive), list file ("path [label]" lines) or Kinetics-style CSV
+    # directory (recursive), list file ("path [label]" lines), Kinetics-style CSV, or tar shards (a .tar, a
+    # list of them, a glob, a folder of *.tar or an fsspec URL; ids are the shards' sample keys)
+    input: str | list[str] | None = None
     output_dir: str | None = None  # shards, manifest, failures, summary
     root: str | None = None  # base of relative paths in a list / CSV (default: the file's folder)
     id_root: str | None = None  # video ids are paths relative to it (default: root, else the input / its folder)

@@ -7,7 +7,10 @@ Small composable pieces::
     frames = reader.get_frames(indices.reshape(-1))                    # uint8 [K*T, H, W, C]
     clip = VideoTrainTransform()(frames[:16])                          # float [C, T, 224, 224]
 
-or all at once with :class:`VideoDataset`. Nothing here imports the models.
+or all at once with :class:`VideoDataset` (:class:`TarShardVideoDataset` for WebDataset-style tar shards,
+local or on any fsspec filesystem; :func:`write_shards` makes them), or clip by clip over videos of any
+length with :class:`WindowedClipReader` / :class:`ClipStream` (feature extraction). Nothing here imports
+the models.
 """
 
 from hiera_video.data.allocator import keep_freed_memory
@@ -27,6 +30,7 @@ from hiera_video.data.clip_sampling import (
     ClipSampler,
     RandomClipSampler,
     SegmentClipSampler,
+    SlidingClipSampler,
     UniformClipSampler,
     VideoTooShortError,
     clip_step,
@@ -42,6 +46,25 @@ from hiera_video.data.datasets import (
 )
 from hiera_video.data.mixup import MixupCutmix
 from hiera_video.data.rand_augment import FastRandAugment
+from hiera_video.data.shards import (
+    ShardMember,
+    TarShardVideoDataset,
+    index_shard,
+    is_shard_input,
+    list_shards,
+    read_member,
+    shard_inputs,
+    write_shards,
+)
+from hiera_video.data.streaming import (
+    ClipStream,
+    FrameTransform,
+    MediaItem,
+    StillImageReader,
+    WindowedClipReader,
+    discover_inputs,
+    open_media,
+)
 from hiera_video.data.synthetic import (
     MOTION_CLASSES,
     SHAPE_CLASSES,
@@ -63,6 +86,7 @@ from hiera_video.data.transforms import (
     VideoTrainTransform,
 )
 from hiera_video.data.video_reader import (
+    CorruptVideoError,
     VideoNotFoundError,
     VideoReader,
     VideoReadError,
@@ -80,17 +104,24 @@ __all__ = [
     "SHAPE_CLASSES",
     "VIDEO_EXTENSIONS",
     "ClipSampler",
+    "ClipStream",
+    "CorruptVideoError",
     "EvalBatch",
     "FailureReport",
     "FastRandAugment",
-    "keep_freed_memory",
+    "FrameTransform",
     "ImageEvalTransform",
     "ImageFolderDataset",
     "ImageTrainTransform",
+    "MediaItem",
     "MixupCutmix",
     "RandomClipSampler",
     "SegmentClipSampler",
+    "ShardMember",
+    "SlidingClipSampler",
+    "StillImageReader",
     "SyntheticSplits",
+    "TarShardVideoDataset",
     "UniformClipSampler",
     "VideoDataset",
     "VideoEvalTransform",
@@ -100,22 +131,32 @@ __all__ = [
     "VideoRecord",
     "VideoTooShortError",
     "VideoTrainTransform",
+    "WindowedClipReader",
     "available_backends",
     "clip_step",
     "collate_eval",
     "collate_repeated",
+    "discover_inputs",
+    "index_shard",
+    "is_shard_input",
+    "keep_freed_memory",
     "kinetics_file_name",
+    "list_shards",
     "make_image_dataset",
     "make_motion_dataset",
     "make_motion_frames",
     "make_shape_image",
+    "open_media",
     "open_video",
     "read_class_names",
     "read_kinetics_csv",
     "read_list_file",
+    "read_member",
     "read_ssv2",
     "sample_seed",
     "scan_class_folders",
+    "shard_inputs",
     "write_list_file",
+    "write_shards",
     "write_video",
 ]

@@ -259,6 +259,9 @@ class VideoDataset(_RobustDataset):
         seed: base seed of all per-sample randomness.
         max_retries: replacements tried for a broken training video before giving up.
         classes: class names (label order), for reference.
+        device: ``"cuda"``: torchcodec decodes on the GPU where it can (frames, and so the transformed clips,
+            are then GPU tensors: use such a dataset with ``num_workers=0``, CUDA does not survive ``fork``);
+            other backends, or no usable GPU, decode on the CPU.
     """
 
     def __init__(
@@ -274,6 +277,7 @@ class VideoDataset(_RobustDataset):
         classes: Sequence[str] | None = None,
         failure_capacity: int = 256,
         on_corrupt: str = "raise",
+        device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(seed, max_retries, failure_capacity)
         self.records = list(records)
@@ -292,6 +296,7 @@ class VideoDataset(_RobustDataset):
         self.transform = transform
         self.backend = backend
         self.short_side = short_side
+        self.device = device
         self.classes = list(classes) if classes is not None else None
 
     # -- constructors for the supported annotation formats ------------------------------------------------
@@ -350,7 +355,8 @@ class VideoDataset(_RobustDataset):
     def _open_reader(self, index: int) -> VideoReader:
         """The reader of video ``index`` (the tar-shard dataset overrides this to read from its shards)."""
         record = self.records[index]
-        return open_video(record.path, backend=self.backend, short_side=self.short_side, on_corrupt=self.on_corrupt)
+        return open_video(record.path, backend=self.backend, short_side=self.short_side, on_corrupt=self.on_corrupt,
+                          device=self.device)
 
     def _read_clips(self, index: int, attempt: int) -> tuple[list[torch.Tensor], int]:
         """Decode all clips of one video in one read → K uint8 ``[T, H, W, C]`` clips (views into the decoded

@@ -49,9 +49,11 @@ __all__ = [
     "ShardMember",
     "TarShardVideoDataset",
     "index_shard",
+    "is_shard_input",
     "list_shards",
     "read_member",
     "safe_key",
+    "shard_inputs",
     "write_shards",
 ]
 
@@ -130,7 +132,7 @@ def list_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         elif os.path.isdir(location):
             found = sorted(str(p) for p in Path(location).glob("*.tar"))
         else:
-            found = [location]
+            found = [location] if os.path.isfile(location) else []
     if not found:
         raise FileNotFoundError(f"no tar shards found at {shards!r}")
     return found
@@ -221,7 +223,59 @@ class TarShardVideoDataset(VideoDataset):
 
     def _open_reader(self, index: int) -> VideoReader:
         return open_video(read_member(self._members[index]), backend=self.backend, short_side=self.short_side,
-                          on_corrupt=self.on_corrupt, name=self.records[index].path)
+                          on_corrupt=self.on_corrupt, name=self.records[index].path, device=self.device)
+
+
+def is_shard_input(source: Any) -> bool:
+    """Whether ``source`` names tar shards rather than a folder / list file / CSV of videos.
+
+    Shards: a list or tuple (of shard paths or URLs), an fsspec URL, a glob pattern, a path ending in
+    ``.tar``, or a local folder whose top level holds ``*.tar`` files. A folder holding both shards and
+    video or image files is ambiguous and raises ``ValueError`` (pass the shards as a glob, or the videos'
+    folder without them).
+    """
+    if isinstance(source, (list, tuple)):
+        return True
+    location = str(source)
+    if is_url(location) or any(char in location for char in "*?[") or location.lower().endswith(".tar"):
+        return True
+    folder = Path(location)
+    if not folder.is_dir() or next(folder.glob("*.tar"), None) is None:
+        return False
+    from hiera_video.data.annotations import IMAGE_EXTENSIONS
+
+    media = next((p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS), None)
+    if media is not None:
+        raise ValueError(f"{location} holds both tar shards and media files (e.g. {media}); give the shards as a "
+                         f"glob ({Path(location) / '*.tar'}) or the videos in a folder without shards")
+    return True
+
+
+def shard_inputs(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Any]:
+    """The videos inside tar shards as extraction inputs (:class:`~hiera_video.data.streaming.MediaItem` s,
+    in shard order, each with its :class:`ShardMember`).
+
+    Ids are the sample keys (``abseiling/abc_000010``): they do not depend on how a set was split into
+    shards or where the shards live, and for shards written by :func:`write_shards` with ``root`` they are
+    the ids an extraction of the unpacked folder gives. Keys are checked safe (relative, no ``..``, see
+    :func:`safe_key`), so ids never escape the output folder; a key in two shards raises ``ValueError``.
+    Labels and metadata are not needed here and are not checked.
+    """
+    from hiera_video.data.streaming import MediaItem
+
+    items: list[Any] = []
+    seen: dict[str, str] = {}
+    for shard in list_shards(shards):
+        try:
+            samples = index_shard(shard)
+        except (OSError, tarfile.TarError) as error:
+            raise ValueError(f"cannot read the tar shard {shard}: {type(error).__name__}: {error}") from error
+        for member, _, _ in samples:
+            if member.key in seen:
+                raise ValueError(f"sample key {member.key!r} is in two shards: {seen[member.key]} and {shard}")
+            seen[member.key] = shard
+            items.append(MediaItem(member.key, f"{shard}#{member.key}{member.suffix}", member))
+    return items
 
 
 def read_member(member: ShardMember) -> bytes:

@@ -71,13 +71,24 @@ class StillImageReader:
         pass
 
 
-def open_media(path: str | Path, backend: str = "auto", short_side: int | None = None) -> Any:
-    """A reader for a video (:func:`~hiera_video.data.video_reader.open_video`) or a still image."""
-    if is_image(path):
-        return StillImageReader(path, short_side)
+def open_media(source: Any, backend: str = "auto", short_side: int | None = None,
+               device: str | torch.device = "cpu") -> Any:
+    """A reader for a video (:func:`~hiera_video.data.video_reader.open_video`), a still image, or a video
+    inside a tar shard (a :class:`~hiera_video.data.shards.ShardMember`: its bytes are read into memory with
+    one ranged read and decoded from there, never unpacked to disk).
+
+    ``device``: ``"cuda"`` asks torchcodec to decode on the GPU (frames come back on it); still images and
+    the backends that cannot decode on a GPU read on the CPU.
+    """
+    from hiera_video.data.shards import ShardMember, read_member
     from hiera_video.data.video_reader import open_video
 
-    return open_video(str(path), backend=backend, short_side=short_side)
+    if isinstance(source, ShardMember):
+        name = f"{source.shard}#{source.key}{source.suffix}"
+        return open_video(read_member(source), backend=backend, short_side=short_side, device=device, name=name)
+    if is_image(source):
+        return StillImageReader(source, short_side)
+    return open_video(str(source), backend=backend, short_side=short_side, device=device)
 
 
 @dataclass(frozen=True)
@@ -187,10 +198,20 @@ class WindowedClipReader:
 
 @dataclass(frozen=True)
 class MediaItem:
-    """One input file: a stable ``video_id`` (the key of its outputs) and its path (absolute, normalised)."""
+    """One input: a stable ``video_id`` (the key of its outputs) and its path (absolute, normalised).
+
+    A video inside a tar shard has ``member`` (a :class:`~hiera_video.data.shards.ShardMember`, what
+    :func:`open_media` reads) and ``path`` ``<shard>#<key><suffix>`` (for manifests and failure reports).
+    """
 
     video_id: str
     path: str
+    member: Any = None
+
+    @property
+    def source(self) -> Any:
+        """What :func:`open_media` opens: the shard member, else the path."""
+        return self.member if self.member is not None else self.path
 
 
 def _ids_for(rel_paths: Sequence[str]) -> list[str]:
@@ -219,7 +240,7 @@ def _listed_paths(src: Path, base: Path) -> list[str]:
     return [r.path for r in records]
 
 
-def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
+def discover_inputs(source: str | os.PathLike[str] | Sequence[str], root: str | os.PathLike[str] | None = None,
                     extensions: Sequence[str] | None = None,
                     id_root: str | os.PathLike[str] | None = None) -> list[MediaItem]:
     """List the videos (or images) of a directory, a list file or a Kinetics-style CSV, with canonical ids.
@@ -241,9 +262,21 @@ def discover_inputs(source: str | os.PathLike[str], root: str | os.PathLike[str]
     listed twice, in any spelling, is extracted once. Ids never escape the id root: a path outside it raises
     ``ValueError`` naming it and a folder that holds every input (give it as ``id_root``; relative paths
     still resolve as before).
+
+    Tar shards (:func:`~hiera_video.data.shards.is_shard_input`: a ``.tar`` file, a list of them, a glob, an
+    fsspec URL, or a folder whose top level holds ``*.tar``) are listed by
+    :func:`~hiera_video.data.shards.shard_inputs`: the videos inside them, with their sample keys as ids.
     """
     from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from hiera_video.data.shards import is_shard_input, shard_inputs
 
+    if is_shard_input(source):
+        if root is not None or id_root is not None or extensions is not None:
+            import logging
+
+            logging.getLogger(__name__).warning("tar shard input: root, id_root and extensions are not used (ids "
+                                                "are the shards' sample keys, every video member is read)")
+        return shard_inputs(source)
     src = Path(source)
     for what, folder in (("root", root), ("id root", id_root)):
         if folder is not None and not Path(folder).is_dir():
@@ -292,6 +325,11 @@ class ClipStream(IterableDataset):
          "events": [{"type": "video", "index", "num_frames", "fps", "clips": [[start, end], ...]},
                     {"type": "failed", "index", "error"}, {"type": "stats", "index", "peak", "decoded"}]}
 
+    ``paths``: files, or :class:`~hiera_video.data.shards.ShardMember` s (videos inside tar shards).
+    ``device="cuda"``: decode on the GPU where torchcodec can (:func:`open_media`); the clips then come back
+    on the GPU, so such a stream must run in the main process (``num_workers=0``): CUDA cannot be used in
+    forked workers, and GPU tensors cannot be pinned or shared through worker queues cheaply.
+
     ``[start, end)`` is a clip's extent: its first sampled frame and one past its last. A file's ``video``
     event comes no later than its last clip, so the consumer knows how many clips to wait for; a file that
     cannot be read (at any point) gets a ``failed`` event and its clips still waiting here are dropped. Clips
@@ -300,14 +338,15 @@ class ClipStream(IterableDataset):
 
     collate_fn = staticmethod(_identity)  # for DataLoader(..., batch_size=None, collate_fn=...)
 
-    def __init__(self, paths: Sequence[str], clip_sampler: Callable[..., np.ndarray],
+    def __init__(self, paths: Sequence[Any], clip_sampler: Callable[..., np.ndarray],
                  frame_transform: FrameTransform, batch_size: int, window_frames: int = 64,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", device: str | torch.device = "cpu") -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.paths, self.clip_sampler, self.frame_transform = list(paths), clip_sampler, frame_transform
         self.batch_size, self.window_frames, self.backend = batch_size, window_frames, backend
+        self.device = device
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from hiera_video.data.allocator import keep_freed_memory
@@ -328,7 +367,8 @@ class ClipStream(IterableDataset):
         for index in range(wid, len(self.paths), nw):
             reader = None
             try:
-                reader = open_media(self.paths[index], self.backend, self.frame_transform.decoder_short_side)
+                reader = open_media(self.paths[index], self.backend, self.frame_transform.decoder_short_side,
+                                    self.device)
                 n, fps = len(reader), float(reader.fps or 0.0)
                 rows = self.clip_sampler(n, fps)
                 events.append({"type": "video", "index": index, "num_frames": n, "fps": fps,

@@ -168,11 +168,13 @@ class NormalizeToFloat(torch.nn.Module):
             shape = (-1, 1, 1, 1)
         else:
             shape = (-1, 1, 1)
-        output = torch.empty(data.shape, dtype=torch.float32) if out is None else out
+        # On the input's device: frames decoded on a GPU (torchcodec + NVDEC) are normalised there.
+        output = torch.empty(data.shape, dtype=torch.float32, device=data.device) if out is None else out
         if output.shape != data.shape or output.dtype != torch.float32:
             raise ValueError(f"out must be float32 {tuple(data.shape)}, got {output.dtype} {tuple(output.shape)}")
         output.copy_(data)  # the single uint8 → float conversion, writing the contiguous target layout
-        output.sub_(self.offset.view(shape)).mul_(self.scale.view(shape))
+        offset, scale = self.offset.to(output.device), self.scale.to(output.device)
+        output.sub_(offset.view(shape)).mul_(scale.view(shape))
         return output
 
 
@@ -343,7 +345,8 @@ class VideoEvalTransform(torch.nn.Module):
         if not isinstance(video, torch.Tensor) or video.ndim == 5:
             num_clips, (num_frames, *_, channels) = len(video), video[0].shape
             views, size = num_clips * self.num_crops, self.crop_size
-            output = torch.empty((views, channels, num_frames, size, size), dtype=torch.float32)
+            output = torch.empty((views, channels, num_frames, size, size), dtype=torch.float32,
+                                 device=video[0].device)  # GPU-decoded clips stay on the GPU
             for clip, out in zip(video, output.split(self.num_crops)):
                 self._views(clip, out)
             return output

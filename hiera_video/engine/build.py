@@ -9,7 +9,9 @@ build them here from a :class:`~hiera_video.config.Config`:
 * :func:`train_pipeline` is the one builder of training data (clip sampler, augmentation, dataset, collate)
   for train and pretrain, and :func:`eval_dataset` of the multi-view test set; ``data.format`` selects how a
   split is read (``list`` files, official ``kinetics_csv``, ``ssv2_json``, ``class_folders``,
-  ``image_folders``) and ``data.train_sampler`` / ``eval.sampler`` which frames make a clip;
+  ``image_folders``, WebDataset-style ``tar_shards`` named by ``data.{train,val,test}_shards``) and
+  ``data.train_sampler`` / ``eval.sampler`` which frames make a clip; :func:`decode_device` where
+  evaluation and extraction decode (``data.decode_device``);
   :func:`read_class_names` gives the label order;
 * :func:`prepare_synthetic` generates the demo / test sets into the data root when asked to.
 """
@@ -31,9 +33,11 @@ __all__ = [
     "build_model",
     "check_config",
     "dataset_format",
+    "decode_device",
     "eval_dataset",
     "has_split",
     "input_size",
+    "loader_workers",
     "model_overrides",
     "prepare_synthetic",
     "read_class_names",
@@ -140,7 +144,32 @@ def _root(cfg: Config) -> Path:
 
 
 def _split_key(cfg: Config, split: str) -> str:
+    if dataset_format(cfg) == "tar_shards":
+        return f"data.{split}_shards"
     return f"data.{split}_list" if dataset_format(cfg) in FILE_FORMATS else f"data.{split}_split"
+
+
+def _shard_location(cfg: Config, split: str) -> str:
+    """``data.<split>_shards`` (tar_shards): an fsspec URL or absolute path as given, else below ``data.root``."""
+    from hiera_video.data.video_reader import is_url
+
+    value = {"train": cfg.data.train_shards, "val": cfg.data.val_shards, "test": cfg.data.test_shards}[split]
+    if value is None:
+        raise ConfigError(f"data.{split}_shards is not set: with data.format=tar_shards give the {split} shards "
+                          f"(a folder of *.tar, a glob or a URL), e.g. data.{split}_shards={split}/shard-*.tar")
+    if is_url(value) or Path(value).is_absolute():
+        return value
+    return str(_root(cfg) / value)
+
+
+def _list_split_shards(cfg: Config, split: str) -> list[str]:
+    from hiera_video.data.shards import list_shards
+
+    location = _shard_location(cfg, split)
+    try:
+        return list_shards(location)
+    except (FileNotFoundError, OSError) as err:
+        raise ConfigError(f"data.{split}_shards: no tar shards at {location!r} ({err})") from err
 
 
 def _split_source(cfg: Config, split: str) -> Path:
@@ -162,6 +191,8 @@ def _video_dir(cfg: Config) -> Path:
 def has_split(cfg: Config, split: str) -> bool:
     """Whether the dataset has ``split`` on disk (e.g. an optional validation set for pretraining)."""
     try:
+        if dataset_format(cfg) == "tar_shards":
+            return bool(_list_split_shards(cfg, split))
         source = _split_source(cfg, split)
     except ConfigError:
         return False
@@ -198,6 +229,13 @@ def check_data(cfg: Config, splits: tuple[str, ...]) -> None:
     """The data root and the splits' annotation files / folders exist (synthetic data is generated later)."""
     check_data_config(cfg)
     if cfg.data.synthetic is not None:
+        return
+    if dataset_format(cfg) == "tar_shards":  # data.root is optional: shards may be absolute paths or URLs
+        for split in splits:
+            _list_split_shards(cfg, split)
+        labels = Path(cfg.data.root or ".") / str(cfg.data.labels_file)
+        if cfg.data.labels_file is not None and not labels.is_file():
+            raise ConfigError(f"data.labels_file: {str(labels)!r} does not exist")
         return
     root = _root(cfg)
     if not root.is_dir():
@@ -281,11 +319,16 @@ def read_class_names(cfg: Config) -> list[str]:
     """
     from hiera_video.data.annotations import read_class_names as read_names_file
 
-    root, fmt = _root(cfg), dataset_format(cfg)
-    listed = root / "classes.txt"
+    fmt = dataset_format(cfg)
+    if fmt == "tar_shards" and cfg.data.root is None:
+        root = Path(".")
+        listed = None  # no root: names come from data.labels_file (relative to the working folder) or labels
+    else:
+        root = _root(cfg)
+        listed = root / "classes.txt"
     if cfg.data.labels_file is not None:
         names = read_names_file(root / cfg.data.labels_file)
-    elif listed.is_file():
+    elif listed is not None and listed.is_file():
         names = read_names_file(listed)
     elif fmt in ("image_folders", "class_folders"):
         names = sorted(p.name for p in _split_source(cfg, "train").iterdir() if p.is_dir())
@@ -296,6 +339,12 @@ def read_class_names(cfg: Config) -> list[str]:
             names = sorted({row["label"] for row in csv.DictReader(handle) if row.get("label")})
     elif fmt == "ssv2_json":  # pragma: no cover - check_data_config requires data.labels_file
         raise ConfigError("data.labels_file is required for ssv2_json")
+    elif fmt == "tar_shards":  # the labels of the training shards' .cls / .json members: ids 0..max
+        from hiera_video.data.shards import index_shard
+
+        labels = {label for shard in _list_split_shards(cfg, "train") for _, label, _ in index_shard(shard)
+                  if label >= 0}
+        names = [str(i) for i in range(max(labels) + 1)] if labels else []
     else:
         labels = {record.label for record in _records(cfg, "train", None) if record.label >= 0}
         names = [str(i) for i in range(max(labels) + 1)] if labels else []
@@ -394,17 +443,33 @@ def train_pipeline(cfg: Config, class_names: list[str] | None = None) -> TrainPi
                                      seed=cfg.train.seed, allow_missing_classes=True)
         return TrainPipeline(dataset, None, None, transform, names)
     sampler = train_clip_sampler(cfg)
-    dataset = VideoDataset(
-        _records(cfg, "train", names), train=True, clip_sampler=sampler, transform=transform,
-        backend=cfg.data.decoder, seed=cfg.train.seed, classes=names,
-    )
+    common = dict(train=True, clip_sampler=sampler, transform=transform, backend=cfg.data.decoder,
+                  seed=cfg.train.seed, classes=names)
+    if dataset_format(cfg) == "tar_shards":
+        dataset: Any = _shard_dataset(cfg, "train", common)
+    else:
+        dataset = VideoDataset(_records(cfg, "train", names), **common)
     collate = collate_repeated if sampler.num_clips > 1 else None
     return TrainPipeline(dataset, collate, sampler, transform, names)
 
 
-def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None) -> Any:
+def _shard_dataset(cfg: Config, split: str, kwargs: dict[str, Any]) -> Any:
+    from hiera_video.data.shards import TarShardVideoDataset
+
+    shards = _list_split_shards(cfg, split)
+    try:
+        return TarShardVideoDataset(shards, require_labels=True, **kwargs)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"data.{split}_shards: {err}") from err
+
+
+def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None,
+                 device: Any = "cpu") -> Any:
     """The test-view dataset of ``split``: items ``(views [V, C, T, H, W], label, index, valid)`` (images
-    ``[1, C, H, W]``), ``V = eval.num_clips x eval.num_crops``; collate with ``data.datasets.collate_eval``."""
+    ``[1, C, H, W]``), ``V = eval.num_clips x eval.num_crops``; collate with ``data.datasets.collate_eval``.
+
+    ``device``: where videos are decoded (:func:`decode_device`); with ``"cuda"`` the views are GPU tensors
+    and the dataset must be read in the main process (``num_workers=0``)."""
     from hiera_video.data.datasets import ImageFolderDataset, VideoDataset
     from hiera_video.engine.pipeline import eval_pipeline
 
@@ -414,7 +479,55 @@ def eval_dataset(cfg: Config, split: str, class_names: list[str] | None = None) 
     if cfg.data.kind == "image":
         return ImageFolderDataset(_split_source(cfg, split), train=False, transform=transform, classes=names,
                                   seed=cfg.train.seed, allow_missing_classes=True)
-    return VideoDataset(
-        _records(cfg, split, names), train=False, clip_sampler=sampler, transform=transform,
-        backend=cfg.data.decoder, seed=cfg.train.seed, classes=names,
-    )
+    common = dict(train=False, clip_sampler=sampler, transform=transform, backend=cfg.data.decoder,
+                  seed=cfg.train.seed, classes=names, device=device)
+    if dataset_format(cfg) == "tar_shards":
+        return _shard_dataset(cfg, split, common)
+    return VideoDataset(_records(cfg, split, names), **common)
+
+
+def decode_device(cfg: Config, model_device: Any) -> Any:
+    """Where evaluation and extraction decode videos: ``data.decode_device`` resolved (a ``torch.device``).
+
+    ``cpu``: the CPU. ``auto``: the model's device when it is a GPU and torchcodec can decode there (NVDEC;
+    ``data.decoder`` auto or torchcodec, the only backend with a GPU decoder), else the CPU. ``cuda``: the
+    model's GPU (``cuda`` if the model is on the CPU) when torchcodec can, else the CPU with a warning.
+    Decoding on a GPU happens in the main process: callers use ``num_workers=0`` then (see
+    :func:`loader_workers`), because CUDA cannot be used in forked DataLoader workers and spawned workers
+    would each hold a CUDA context and send GPU tensors through inter-process queues.
+    """
+    import torch
+
+    from hiera_video.data.reader_torchcodec import cuda_decoding_available
+
+    setting, model_device = cfg.data.decode_device, torch.device(model_device)
+    cpu = torch.device("cpu")
+    if setting == "cpu":
+        return cpu
+    if setting == "auto" and model_device.type != "cuda":
+        return cpu
+    target = model_device if model_device.type == "cuda" else torch.device("cuda")
+    if cfg.data.decoder not in ("auto", "torchcodec"):
+        if setting == "cuda":
+            logger.warning("data.decode_device=cuda but data.decoder=%s decodes only on the CPU (only torchcodec "
+                           "decodes on the GPU); decoding on the CPU", cfg.data.decoder)
+        return cpu
+    if not cuda_decoding_available():
+        if setting == "cuda":
+            logger.warning("data.decode_device=cuda but %s; decoding on the CPU",
+                           "CUDA is not available" if not torch.cuda.is_available()
+                           else "torchcodec (with its FFmpeg libraries) is not installed")
+        return cpu
+    return target
+
+
+def loader_workers(cfg: Config, device: Any) -> int:
+    """DataLoader workers for data decoded on ``device``: ``data.num_workers`` on the CPU, 0 on a GPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        if cfg.data.num_workers > 0:
+            logger.info("decoding on %s in the main process (data.num_workers=%d ignored: CUDA does not survive "
+                        "fork); set data.decode_device=cpu to decode in workers", device, cfg.data.num_workers)
+        return 0
+    return cfg.data.num_workers

@@ -309,11 +309,13 @@ def evaluate_run(
     from hiera_video.engine.pipeline import load_model
 
     model, _, names, what = load_model(source, device=info.device, use_ema=cfg.eval.use_ema)
-    dataset = build.eval_dataset(cfg, split, names)
-    log.info("evaluating %s on %d %s items (%d clips x %d crops)", what, len(dataset), split,
-             cfg.eval.num_clips, cfg.eval.num_crops)
+    decode_on = build.decode_device(cfg, info.device)  # data.decode_device: GPU decoding in this process
+    dataset = build.eval_dataset(cfg, split, names, device=decode_on)
+    log.info("evaluating %s on %d %s items (%d clips x %d crops, decoded on %s)", what, len(dataset), split,
+             cfg.eval.num_clips, cfg.eval.num_crops, decode_on)
     result = evaluate(
-        model, dataset, info, len(names), batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+        model, dataset, info, len(names), batch_size=cfg.eval.batch_size,
+        num_workers=build.loader_workers(cfg, decode_on),
         video_ndim=3 if cfg.data.kind == "video" else 2,
         autocast=lambda: autocast_context(info.device, cfg.train.precision), show_progress=cfg.train.progress,
         desc=f"eval {split}",

@@ -29,7 +29,15 @@ summaries of the latest run) and ``summary.json`` (done, skipped, failed, clips,
 Video ids are canonical: the path relative to ``extract.id_root`` (default ``extract.root``, else the input
 directory or the list file's folder) after normalisation (``a/../b`` is ``b``), without the extension (kept
 where two files would clash). An input outside the id root is an error naming it and a folder that holds
-every input; ids never start with ``../`` (see `hiera_video.data.streaming.discover_inputs`).
+every input; ids never start with ``../`` (see `hiera_video.data.streaming.discover_inputs`). Tar shards
+(``extract.input``: a ``.tar``, a list of them, a glob, a folder of ``*.tar`` or an fsspec URL) are read in
+place, one ranged read per video; their ids are the sample keys (``abseiling/abc_000010``: independent of the
+sharding, and the ids of the unpacked folder for shards ``write_shards`` made), see
+`hiera_video.data.shards.shard_inputs`. A member that cannot be read or decoded is a failure, like a file.
+
+Decoding runs where ``data.decode_device`` says (`hiera_video.engine.build.decode_device`): on the model's GPU
+with torchcodec (NVDEC) when it can, in the main process (DataLoader workers are not used for GPU
+decoding: CUDA does not survive ``fork``); otherwise on the CPU in ``data.num_workers`` workers.
 
 Never losing work: a video is *done* exactly when a shard containing it is in place. A re-run of the same
 command skips done videos and extracts the rest; partial shards are temporary files, removed on the next
@@ -59,6 +67,7 @@ import torch
 import torch.nn as nn
 
 from hiera_video.config import Config, ConfigError
+from hiera_video.data.shards import is_shard_input
 from hiera_video.data.streaming import MediaItem as VideoItem
 from hiera_video.data.streaming import discover_inputs
 from hiera_video.engine.feature_store import (
@@ -203,10 +212,15 @@ def check_extract_config(cfg: Config) -> None:
     """Every value an extraction uses, checked before anything is read or loaded (errors name the key)."""
     e, d = cfg.extract, cfg.data
     if not e.input or not e.output_dir:
-        raise ConfigError("extract needs an input (directory, list file or CSV) and an output directory: "
-                          "hiera-video extract INPUT OUTPUT_DIR, or extract.input= / extract.output_dir=")
-    if not Path(e.input).exists():
-        raise FileNotFoundError(f"extract.input: {e.input!r} does not exist (a directory, list file or CSV)")
+        raise ConfigError("extract needs an input (directory, list file, CSV or tar shards) and an output "
+                          "directory: hiera-video extract INPUT OUTPUT_DIR, or extract.input= / extract.output_dir=")
+    try:
+        shards = is_shard_input(e.input)
+    except ValueError as err:
+        raise ConfigError(f"extract.input: {err}") from None
+    if not shards and not Path(e.input).exists():
+        raise FileNotFoundError(f"extract.input: {e.input!r} does not exist (a directory, list file, CSV or "
+                                "tar shards)")
     for key, value, kw in [
         ("extract.stride", e.stride, dict(allow_none=True)),
         ("extract.stride_seconds", e.stride_seconds, dict(allow_none=True)),
@@ -366,6 +380,7 @@ def run_extract(cfg: Config, loaded: Any = None,
 
     from hiera_video.data.streaming import ClipStream
     from hiera_video.engine import distributed as hd
+    from hiera_video.engine.build import decode_device, loader_workers
     from hiera_video.engine.loop import autocast_context
     from hiera_video.engine.pipeline import eval_pipeline
 
@@ -409,13 +424,15 @@ def run_extract(cfg: Config, loaded: Any = None,
     failures_path.write_text("")  # this run's failures (failed videos are retried by a re-run)
     dtype = torch.float16 if e.dtype == "fp16" else torch.float32
 
-    stream = ClipStream([it.path for it in todo], pipe.clip_sampler, pipe.frame_transform, e.batch_size,
-                        e.window_frames, cfg.data.decoder)
-    workers = cfg.data.num_workers
+    # GPU decoding (data.decode_device) runs in this process; CPU decoding in data.num_workers workers.
+    decode_on = decode_device(cfg, info.device)
+    stream = ClipStream([it.source for it in todo], pipe.clip_sampler, pipe.frame_transform, e.batch_size,
+                        e.window_frames, cfg.data.decoder, device=decode_on)
+    workers = loader_workers(cfg, decode_on)
     # Fork is unsafe once CUDA is initialised (the model is already on the GPU): spawn workers then.
     spawn = workers > 0 and torch.cuda.is_available() and torch.cuda.is_initialized()
     loader = DataLoader(stream, batch_size=None, collate_fn=ClipStream.collate_fn, num_workers=workers,
-                        pin_memory=info.device.type == "cuda", persistent_workers=False,
+                        pin_memory=info.device.type == "cuda" and decode_on.type == "cpu", persistent_workers=False,
                         prefetch_factor=2 if workers > 0 else None,
                         multiprocessing_context="spawn" if spawn else None)
     normalize = pipe.normalize.to(info.device)
@@ -493,7 +510,8 @@ def run_extract(cfg: Config, loaded: Any = None,
                "clips": stats["clips"], "seconds": round(seconds, 3),
                "clips_per_s": round(stats["clips"] / seconds, 4) if seconds > 0 else 0.0,
                "peak_frames_held": stats["peak_frames_held"], "frames_decoded": stats["frames_decoded"],
-               "shards": len(writer.written), "damaged_shards": len(damaged), "run_id": run_id}
+               "shards": len(writer.written), "damaged_shards": len(damaged), "run_id": run_id,
+               "decode_device": str(decode_on)}
     atomic_write_bytes(out / PARTS_DIR / f"summary.r{info.rank:05d}.json", json.dumps(summary).encode())
     # The last rank to finish merges (no barrier: ranks may finish hours apart, and a finished rank should
     # not wait on a collective's timeout). Two ranks finishing together may both merge: it is idempotent.
@@ -517,7 +535,8 @@ def _combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seconds = max(p["seconds"] for p in parts)
     total.update(ranks=len(parts), seconds=seconds,
                  peak_frames_held=max(p["peak_frames_held"] for p in parts),
-                 clips_per_s=round(total["clips"] / seconds, 4) if seconds > 0 else 0.0)
+                 clips_per_s=round(total["clips"] / seconds, 4) if seconds > 0 else 0.0,
+                 decode_device=",".join(sorted({str(p.get("decode_device", "cpu")) for p in parts})))
     return total
 
 
@@ -548,7 +567,8 @@ def _progress(total: int, enabled: bool, skipped: int) -> Any:
                 dynamic_ncols=True, smoothing=0.1)
 
 
-def extract_features(input: str | os.PathLike[str] | None = None, output_dir: str | os.PathLike[str] | None = None,
+def extract_features(input: str | os.PathLike[str] | Sequence[str] | None = None,
+                     output_dir: str | os.PathLike[str] | None = None,
                      on_shard: Callable[[Path, list[dict[str, Any]]], None] | None = None, *,
                      config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
                      **settings: Any) -> dict[str, Any]:
@@ -559,8 +579,8 @@ def extract_features(input: str | os.PathLike[str] | None = None, output_dir: st
     ``key=value`` strings. Returns the run summary (see :func:`run_extract`).
     """
     values = dict(settings)
-    if input is not None:
-        values["input"] = str(input)
+    if input is not None:  # a list: tar shards
+        values["input"] = [str(i) for i in input] if isinstance(input, (list, tuple)) else str(input)
     if output_dir is not None:
         values["output_dir"] = str(output_dir)
     cfg, loaded = resolve_extract_config(config, overrides, values)
