@@ -25,7 +25,8 @@ import hiera_video
 from hiera_video.cli import main as cli_main
 from hiera_video.config import Config, ConfigError, apply_overrides, demo_config
 from hiera_video.data import VideoRecord, make_motion_dataset, read_list_file
-from hiera_video.data.shards import is_shard_input, shard_inputs, write_shards
+from hiera_video.data.shards import is_shard_input, write_shards
+from hiera_video.data.streaming import shard_inputs
 from hiera_video.data.synthetic import make_motion_frames, write_video
 from hiera_video.engine import build
 from hiera_video.engine.extract import extract_features

@@ -53,7 +53,6 @@ from hiera_video.data.shards import (
     is_shard_input,
     list_shards,
     read_member,
-    shard_inputs,
     write_shards,
 )
 from hiera_video.data.streaming import (
@@ -64,6 +63,7 @@ from hiera_video.data.streaming import (
     WindowedClipReader,
     discover_inputs,
     open_media,
+    shard_inputs,
 )
 from hiera_video.data.synthetic import (
     MOTION_CLASSES,

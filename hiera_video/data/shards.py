@@ -53,7 +53,6 @@ __all__ = [
     "list_shards",
     "read_member",
     "safe_key",
-    "shard_inputs",
     "write_shards",
 ]
 
@@ -249,33 +248,6 @@ def is_shard_input(source: Any) -> bool:
         raise ValueError(f"{location} holds both tar shards and media files (e.g. {media}); give the shards as a "
                          f"glob ({Path(location) / '*.tar'}) or the videos in a folder without shards")
     return True
-
-
-def shard_inputs(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Any]:
-    """The videos inside tar shards as extraction inputs (:class:`~hiera_video.data.streaming.MediaItem` s,
-    in shard order, each with its :class:`ShardMember`).
-
-    Ids are the sample keys (``abseiling/abc_000010``): they do not depend on how a set was split into
-    shards or where the shards live, and for shards written by :func:`write_shards` with ``root`` they are
-    the ids an extraction of the unpacked folder gives. Keys are checked safe (relative, no ``..``, see
-    :func:`safe_key`), so ids never escape the output folder; a key in two shards raises ``ValueError``.
-    Labels and metadata are not needed here and are not checked.
-    """
-    from hiera_video.data.streaming import MediaItem
-
-    items: list[Any] = []
-    seen: dict[str, str] = {}
-    for shard in list_shards(shards):
-        try:
-            samples = index_shard(shard)
-        except (OSError, tarfile.TarError) as error:
-            raise ValueError(f"cannot read the tar shard {shard}: {type(error).__name__}: {error}") from error
-        for member, _, _ in samples:
-            if member.key in seen:
-                raise ValueError(f"sample key {member.key!r} is in two shards: {seen[member.key]} and {shard}")
-            seen[member.key] = shard
-            items.append(MediaItem(member.key, f"{shard}#{member.key}{member.suffix}", member))
-    return items
 
 
 def read_member(member: ShardMember) -> bytes:

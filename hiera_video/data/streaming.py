@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 __all__ = ["ClipStream", "FrameTransform", "MediaItem", "StillImageReader", "WindowedClipReader", "discover_inputs",
-           "is_image", "open_media"]
+           "is_image", "open_media", "shard_inputs"]
 
 
 def is_image(path: str | Path) -> bool:
@@ -265,10 +265,10 @@ def discover_inputs(source: str | os.PathLike[str] | Sequence[str], root: str | 
 
     Tar shards (:func:`~hiera_video.data.shards.is_shard_input`: a ``.tar`` file, a list of them, a glob, an
     fsspec URL, or a folder whose top level holds ``*.tar``) are listed by
-    :func:`~hiera_video.data.shards.shard_inputs`: the videos inside them, with their sample keys as ids.
+    :func:`shard_inputs`: the videos inside them, with their sample keys as ids.
     """
     from hiera_video.data.annotations import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    from hiera_video.data.shards import is_shard_input, shard_inputs
+    from hiera_video.data.shards import is_shard_input
 
     if is_shard_input(source):
         if root is not None or id_root is not None or extensions is not None:
@@ -394,3 +394,32 @@ class ClipStream(IterableDataset):
             yield packet(shape)
         if events:
             yield {"clips": None, "keys": [], "events": events[:]}
+
+
+def shard_inputs(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Any]:
+    """The videos inside tar shards as extraction inputs (:class:`MediaItem` s,
+    in shard order, each with its :class:`ShardMember`).
+
+    Ids are the sample keys (``abseiling/abc_000010``): they do not depend on how a set was split into
+    shards or where the shards live, and for shards written by ``shards.write_shards`` with ``root`` they
+    are the ids an extraction of the unpacked folder gives. Keys are checked safe (relative, no ``..``, see
+    ``shards.safe_key``), so ids never escape the output folder; a key in two shards raises ``ValueError``.
+    Labels and metadata are not needed here and are not checked.
+    """
+    import tarfile
+
+    from hiera_video.data.shards import index_shard, list_shards
+
+    items: list[Any] = []
+    seen: dict[str, str] = {}
+    for shard in list_shards(shards):
+        try:
+            samples = index_shard(shard)
+        except (OSError, tarfile.TarError) as error:
+            raise ValueError(f"cannot read the tar shard {shard}: {type(error).__name__}: {error}") from error
+        for member, _, _ in samples:
+            if member.key in seen:
+                raise ValueError(f"sample key {member.key!r} is in two shards: {seen[member.key]} and {shard}")
+            seen[member.key] = shard
+            items.append(MediaItem(member.key, f"{shard}#{member.key}{member.suffix}", member))
+    return items
