@@ -1044,8 +1044,10 @@ def run_extract(cfg: ExtractConfig | Mapping[str, Any],
                         pin_memory=info.device.type == "cuda", persistent_workers=False,
                         prefetch_factor=2 if cfg.num_workers > 0 else None,
                         multiprocessing_context="spawn" if spawn else None)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    use_amp = amp is not None and info.device.type == "cuda"
+    from hiera_video.models import cpu_kernels  # precision rule: bf16 / fp16 on CPU only where native
+
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cpu_kernels.resolve_precision(cfg.amp, info.device))
+    use_amp = amp is not None  # on CPU only where native (else fp32 with one warning: cpu_kernels)
 
     pending: dict[int, _Pending] = {}
     stats = {"done": 0, "failed": 0, "clips": 0, "peak_frames_held": 0, "frames_decoded": 0}

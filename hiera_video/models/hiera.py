@@ -425,7 +425,10 @@ class Hiera(nn.Module):
         if dt is None:
             return self._forward_tokens(x, size, mask, stages, None, onednn)
         with torch.autocast("cpu", enabled=False):
-            return self._forward_tokens(x, size, mask, stages, dt)
+            out, outs = self._forward_tokens(x, size, mask, stages, dt)
+        if out.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):  # a bf16 model computed in fp32
+            out, outs = out.to(x.dtype), [o.to(x.dtype) for o in outs]  # (bf16 is not native here, see fast)
+        return out, outs
 
     def _fast_supported(self) -> bool:
         """The fast paths re-implement the blocks' forward: only for unmodified layers without hooks."""
