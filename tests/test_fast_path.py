@@ -372,3 +372,18 @@ def test_min_activation_floor_keeps_the_regular_path(monkeypatch):
     with torch.inference_mode():
         model(x)
     assert calls[0] == 0
+
+
+def test_probing_and_measuring_leave_the_global_rng_alone():
+    """Exact resume and drop path depend on the global RNG: the probe and the per-shape timing never touch it."""
+    model, x = make("image", drop_path_rate=0.0)
+    state = torch.get_rng_state()
+    cpu_kernels.kernel_status.cache_clear()
+    cpu_kernels._speedup.cache_clear()
+    cpu_kernels.summary()
+    with torch.inference_mode():
+        model(x)  # first call: measures every linear shape
+    model.train()
+    model(x).sum().backward()  # and the training linears
+    assert any(k[0] == "train" for k in cpu_kernels.choices()) == FP32_OK
+    assert torch.equal(torch.get_rng_state(), state)

@@ -312,7 +312,9 @@ def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
         if use is None:
             with torch.no_grad():  # time the two kernels' forward + grad-input GEMMs on this shape
                 xd = x.detach()
-                g = torch.randn(*x.shape[:-1], lin.out_features, dtype=x.dtype)
+                # A private generator: measuring must not move the global RNG (drop path, exact resume).
+                g = torch.randn(*x.shape[:-1], lin.out_features, dtype=x.dtype,
+                                generator=torch.Generator().manual_seed(0))
                 lp = torch.ops.mkldnn._linear_pointwise
 
                 def regular() -> None:
