@@ -18,10 +18,11 @@ unavailable with the reason, and callers take the regular PyTorch path. Nothing 
   ``none``, ``gelu`` and binary ``add`` epilogues, the weight reorder, a transposed-weight GEMM for the input
   gradient, bf16 ``scaled_dot_product_attention``): ``None`` when it runs and matches ``F.linear`` /
   fp32 attention, else why not.
-* `low_precision_speedup(dtype)`: fp32 time / ``dtype`` time of a 256² ``torch.mm`` (best of a few, stops
-  early when the low-precision one is clearly slow). **Native** bf16 (or fp16) = that ratio is above
-  `NATIVE_SPEEDUP` (1.0: the low-precision GEMM is faster than fp32). Emulated bf16 is 10-100x slower, native
-  bf16 1.5-5x faster, so the 256² size and a 1.0 threshold separate the two classes with a wide margin.
+* `low_precision_speedup(dtype)`: fp32 time / ``dtype`` time of a 256² ``torch.mm`` on one thread (best of
+  5 alternating calls each; stops early when the low-precision one is clearly slow). **Native** bf16 (or
+  fp16) = that ratio is above `NATIVE_SPEEDUP` (1.0: the low-precision GEMM is faster than fp32). Emulated
+  bf16 is 10-100x slower, native bf16 1.5-5x faster, so a 1.0 threshold separates the two with a wide
+  margin.
 * `resolve_precision(requested, device, force)`: the precision a run should actually use (below).
 * `choose(key, regular, candidate, margin)`: a per-shape kernel choice, measured once (below).
 * `cpu_info()` / `summary()`: the CPU model and the flags that matter (avx2, avx512f, avx512_bf16,
@@ -192,33 +193,36 @@ def kernel_ok(name: str) -> bool:
 
 
 @functools.cache
-def _speedup(dtype: torch.dtype, threads: int) -> tuple[float | None, str | None]:
+def _speedup(dtype: torch.dtype) -> tuple[float | None, str | None]:
     n = 256
+    threads = torch.get_num_threads()
+    # One thread: the instruction set is what is measured, and a multi-threaded call on a busy machine
+    # stalls whenever one of its threads is preempted (observed: 40x swings of a 0.2 ms matmul).
+    torch.set_num_threads(1)
     try:
         a32 = torch.randn(n, n, generator=torch.Generator().manual_seed(0))  # never the global RNG
         a = a32.to(dtype)
-
-        def best(t: torch.Tensor, reps: int, stop: float = float("inf")) -> float:
-            torch.mm(t, t)  # warm-up (first-call dispatch, primitive creation)
-            out = float("inf")
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                torch.mm(t, t)
-                out = min(out, time.perf_counter() - t0)
-                if out > stop:
-                    break
-            return out
-
-        t32 = best(a32, 5)
-        t = best(a, 5, stop=10 * t32)  # a clearly slow (emulated) kernel: one timed call is enough
-        return t32 / max(t, 1e-9), None
+        torch.mm(a32, a32), torch.mm(a, a)  # warm-up (first-call dispatch, primitive creation)
+        best32 = best = float("inf")
+        for _ in range(5):  # alternating, best of each: a busy moment of the machine hits both alike
+            t0 = time.perf_counter()
+            torch.mm(a32, a32)
+            best32 = min(best32, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            torch.mm(a, a)
+            best = min(best, time.perf_counter() - t0)
+            if best > 10 * best32:  # clearly emulated: no need for more slow calls
+                break
+        return best32 / max(best, 1e-9), None
     except Exception as e:  # noqa: BLE001
         return None, f"{type(e).__name__}: {str(e).strip()[:200]}"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def low_precision_speedup(dtype: torch.dtype) -> float | None:
-    """fp32 time ÷ ``dtype`` time of a 256² CPU matmul at the current thread count (None: it failed)."""
-    return _speedup(dtype, torch.get_num_threads())[0]
+    """fp32 time ÷ ``dtype`` time of a 256² CPU matmul, one thread (None: it failed)."""
+    return _speedup(dtype)[0]
 
 
 def native(dtype: torch.dtype) -> bool:
