@@ -387,3 +387,22 @@ def test_probing_and_measuring_leave_the_global_rng_alone():
     model(x).sum().backward()  # and the training linears
     assert any(k[0] == "train" for k in cpu_kernels.choices()) == FP32_OK
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("chunk", [True, False])
+def test_chunked_mlp_matches_regular_path(chunk, kernel, monkeypatch):
+    """The first stage's MLP over row chunks (where measured faster) gives the unchunked result."""
+    model, x = make("video")
+    with torch.inference_mode(), fast.disabled():
+        ref = model.forward_intermediates(x)
+    monkeypatch.setattr(fast, "MLP_CHUNK_ROWS", 16)  # TINY_VIDEO at batch 2: 512 rows in stage 1
+    real = cpu_kernels.cached_choice
+    monkeypatch.setattr(cpu_kernels, "cached_choice", lambda key: chunk if key[0] == "mlp" else real(key))
+    calls = count_fast_linears(monkeypatch)
+    with torch.inference_mode():
+        out = model.forward_intermediates(x)
+    if FP32_OK:
+        # per block: qkv + proj, and fc1 + fc2 once (unchunked) or once per chunk of rows
+        assert calls[0] > (100 if chunk else 0)
+    for a, b in zip([out[0], *out[1]], [ref[0], *ref[1]]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

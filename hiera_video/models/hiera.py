@@ -209,7 +209,7 @@ class HieraBlock(nn.Module):
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
         x = self.attn.forward_fast(x_norm, residual=x)
         h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
-        return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
+        return fast.mlp(h, self.mlp, residual=x)
 
 
 class Head(nn.Module):
