@@ -35,18 +35,18 @@ request is honoured; where it is not native, ONE warning per process and precisi
 engines: ``train.force_precision: true``; for a bf16 model's forward: ``HIERA_VIDEO_FORCE_PRECISION=1``), in
 which case it warns once and runs the slow precision as asked.
 
-**Per-shape kernel choice** (`choose`, used by `fast.linear` and `fast.train_linear`): the fast paths have
-two exact ways to compute each linear (oneDNN with fused epilogues, or PyTorch's regular ``F.linear`` = MKL
-``addmm`` in fp32), and which one is faster depends on the CPU, on the caps, on the thread count and on the
-shape (measured on the Intel AMX machine: oneDNN fp32 inference 1.0-1.7x faster than ``addmm``; oneDNN
-training linears 0.91-1.23x uncapped and 0.7-1.07x under the AVX2 caps; on an AVX2 AMD the training linears
-cost ~10% in total). The first time a shape is seen (key: kind, dtype, rows rounded up to a power of two,
-in / out features, epilogue, thread count), both run on the real input — one warm-up call each, then
-alternating timed calls (up to 5, fewer for slow calls), median — and the candidate (oneDNN) is kept only
-when it is faster by ``margin`` (1.0 for inference; 1.03 for training, so that a tie on a noisy machine falls
-to the regular path and training can never get slower by the fast path's choice). The answer is cached for
-the process. Small sizes need no separate threshold: where oneDNN's per-call overhead loses, it loses the
-measurement.
+**Per-shape kernel choice** (`choose`, used by `fast.linear`, `fast.mlp` and `fast.train_linear`): the fast
+paths have two exact ways to compute each linear (oneDNN with fused epilogues, or PyTorch's regular
+``F.linear`` = MKL ``addmm`` in fp32), and which one is faster depends on the CPU, on the caps, on the thread
+count and on the shape (measured on the Intel AMX machine: oneDNN fp32 inference 1.0-1.7x faster than
+``addmm``; oneDNN training linears 0.91-1.23x uncapped and 0.7-1.07x under the AVX2 caps; on an AVX2 AMD
+the training linears cost ~10% in total). The first time a shape is seen (key: kind, dtype, rows rounded up
+to a power of two, in / out features, epilogue, thread count), both run on the real input: one warm-up call
+each, then alternating timed calls (up to 5 each, within 20 ms; 100 ms for training), median. The candidate
+(oneDNN, or the chunked MLP) is kept only when faster by ``margin`` (1.0 for inference; 1.03 for training,
+so that a tie on a noisy machine falls to the regular path and the fast path's choice does not make
+training slower). The answer is cached for the process. Small sizes need no separate threshold: where
+oneDNN's per-call overhead loses, it loses the measurement. The timing never touches the global RNG.
 """
 
 from __future__ import annotations
@@ -309,8 +309,8 @@ def shape_key(kind: str, x: torch.Tensor, *rest: Any) -> tuple:
     return (kind, x.dtype, 1 << (rows - 1).bit_length(), torch.get_num_threads(), *rest)
 
 
-def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], margin: float = 1.0
-           ) -> tuple[bool, T | None]:
+def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], margin: float = 1.0,
+           budget: float = _TIME_BUDGET_S) -> tuple[bool, T | None]:
     """Whether ``candidate`` is the faster kernel for ``key``, and (on the measuring call) its result.
 
     Cached per key: later calls return ``(choice, None)`` without running anything. On the first call both
@@ -332,7 +332,7 @@ def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], mar
     t0 = time.perf_counter()
     out_reg = regular()
     t_reg = time.perf_counter() - t0
-    reps = int(max(1, min(_MAX_TIMED, _TIME_BUDGET_S / max(t_cand, t_reg, 1e-6))))
+    reps = int(max(1, min(_MAX_TIMED, budget / max(t_cand, t_reg, 1e-6))))
     times_c, times_r = [], []
     out_cand = None
     for i in range(reps):

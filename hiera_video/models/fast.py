@@ -362,7 +362,7 @@ def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
                     lp(xd, w, b, "none", [], "")
                     lp(g, w.t(), None, "none", [], "")
 
-                use, _ = cpu_kernels.choose(key, regular, onednn, TRAIN_MARGIN)
+                use, _ = cpu_kernels.choose(key, regular, onednn, TRAIN_MARGIN, budget=0.1)
     if use:
         return _OneDNNLinear.apply(x, w, b)
     return F.linear(x, w, b)
