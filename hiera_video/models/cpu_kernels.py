@@ -32,7 +32,7 @@ unavailable with the reason, and callers take the regular PyTorch path. Nothing 
 run fp32; ``bf16`` / ``fp16`` run in that precision when it is native here (measured, see above) and the
 request is honoured; where it is not native, ONE warning per process and precision names what is missing
 (the CPU flags and the measured matmul slowdown) and the run uses fp32, unless ``force=True`` (for the
-engines: ``train.force_precision: true``; for a bf16 model's forward: ``HIERA_VIDEO_FORCE_PRECISION=1``), in
+engines: ``train.force_precision: true``; anywhere: ``HIERA_VIDEO_FORCE_PRECISION=1``), in
 which case it warns once and runs the slow precision as asked.
 
 **Per-shape kernel choice** (`choose`, used by `fast.linear`, `fast.mlp` and `fast.train_linear`): the fast
@@ -234,7 +234,8 @@ def native(dtype: torch.dtype) -> bool:
 
 
 def force_requested() -> bool:
-    """``HIERA_VIDEO_FORCE_PRECISION=1``: run a requested bf16 / fp16 model in that precision even where slow."""
+    """``HIERA_VIDEO_FORCE_PRECISION=1``: run a requested bf16 / fp16 in that precision even where slow (any
+    engine or a bf16 model's forward; the engines also take ``train.force_precision``)."""
     return os.environ.get("HIERA_VIDEO_FORCE_PRECISION", "0").lower() in ("1", "true", "yes", "on")
 
 
@@ -266,7 +267,8 @@ def resolve_precision(requested: str, device: torch.device | str, force: bool = 
     """The precision to run: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the module docstring's rule).
 
     ``requested``: ``"fp32"``, ``"none"`` (= fp32), ``"bf16"`` or ``"fp16"``. On CPU a low precision that
-    is not native here becomes ``"fp32"`` with one warning, unless ``force``.
+    is not native here becomes ``"fp32"`` with one warning, unless ``force`` or
+    ``HIERA_VIDEO_FORCE_PRECISION=1``.
     """
     req = "fp32" if requested in ("none", "fp32", None) else str(requested)
     if req not in ("bf16", "fp16"):
@@ -279,6 +281,7 @@ def resolve_precision(requested: str, device: torch.device | str, force: bool = 
     dtype = _DTYPES[req]
     if native(dtype):
         return req
+    force = force or force_requested()
     info = cpu_info()
     missing = "AVX512-BF16 / AMX-BF16" if req == "bf16" else "AMX-FP16 / AVX512-FP16"
     why = f"{req} is not native on this CPU, {info.describe()}: no usable {missing}; {_slowness(dtype)}"

@@ -150,7 +150,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype | None:
         return None
     dt = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
     if dt == torch.bfloat16:
-        if cpu_kernels.resolve_precision("bf16", "cpu", force=cpu_kernels.force_requested()) == "bf16":
+        if cpu_kernels.resolve_precision("bf16", "cpu") == "bf16":  # native, or forced by the env
             return dt if _bf16_fast_ok() else None
         dt = torch.float32  # bf16 is emulated here: fp32 is much faster and more accurate
     if dt == torch.float32 and cpu_kernels.kernel_ok(_FP32):
