@@ -210,7 +210,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (debugging / tests)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast on GPU; CPU always runs fp32
+    # autocast on GPU; on CPU only where native (measured), else fp32 with one warning (README "Precision")
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    force_precision: bool = False  # CPU: run bf16 / fp16 even where it is not native (much slower)
     compile: bool = False
     ema: bool = False
     ema_decay: float = 0.9999

@@ -23,6 +23,15 @@ the same count is used for every implementation (they do the same arithmetic). T
 peak is measured in the same run (``--peak-size`` square ``torch.mm``, best of repetitions, fp32 and bf16),
 and achieved FLOP/s (from the median time) are reported as a fraction of the peak of the compute dtype.
 
+Nothing this machine cannot run is fatal: a reference that cannot be built, a variant whose step raises
+(a refused oneDNN kernel, an out-of-memory) and a matmul-peak kernel that fails become rows / entries that say
+so and why; bf16 / fp16 on a CPU where that precision is not native (`hiera_video.models.cpu_kernels`:
+emulated, 10-100x slower than fp32) is reported as skipped unless ``--force-precision``. Each configuration's
+table is printed as soon as it is measured, and ``--json`` is rewritten (atomically) after every
+configuration, so an interrupted run keeps every finished row. Peaks are measured for the precisions asked
+for only. The CPU's model, flags (AVX2 / AVX-512 / AVX512-BF16 / AMX) and the probe's kernel answers are in
+the machine line.
+
 Peak memory: on CPU, the step's peak resident-set growth: ``malloc_trim(0)`` returns freed heap pages to the
 OS, writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark ``VmHWM`` to the current
 ``VmRSS``, then one step runs and ``VmHWM - VmRSS(before)`` is reported (Linux only; it counts every
@@ -49,9 +58,6 @@ import gc
 import json
 import math
 import os
-import platform
-import re
-import shlex
 import statistics
 import sys
 import tempfile
@@ -71,7 +77,18 @@ if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a 
     sys.path.insert(0, str(ROOT))
 
 import hiera_video  # noqa: E402
-from hiera_video.models import fast  # noqa: E402
+from hiera_video.fileio import atomic_write_text  # noqa: E402
+from hiera_video.models import cpu_kernels, fast  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
+from benchmark_report import (  # noqa: E402
+    machine_info,
+    markdown,
+    markdown_config,
+    markdown_header,
+    write_section,
+)
+
 from hiera_video.models.config import HieraConfig  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,6 +116,7 @@ class Variant:
     times: list[float] = field(default_factory=list)
     compile_s: float | None = None
     mem_bytes: int | None = None
+    error: str | None = None  # why this variant could not run here (its row says so)
 
     @property
     def label(self) -> str:
@@ -198,6 +216,12 @@ BUILDERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 }
 
 
+def _reason(e: BaseException) -> str:
+    """One line naming an exception, for a row that says why something could not run."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
 def available_refs(requested: list[str], is_video: bool) -> tuple[list[str], list[str]]:
     """Split requested references into usable ones and skipped ones (with the reason)."""
     use, skipped = [], []
@@ -267,28 +291,37 @@ def matmul_peak(
     device: torch.device,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Dense ``n x n`` matmul FLOP/s, best of ``reps``: the physical limit the model can approach.
+    """Dense ``n x n`` matmul FLOP/s per kernel, best of ``reps``: the physical limit the model can approach.
 
     Measured with ``torch.mm`` (MKL / cuBLAS) and, on CPU, with oneDNN's GEMM (``mkldnn._linear_pointwise``,
     what the fast path and Inductor use): on some CPUs (e.g. AMD with MKL) the two differ by 10-20%, and
-    the faster one is the machine's limit.
+    the faster one is the machine's limit. A kernel that the probe found refused, or that raises here,
+    maps to a string saying why (e.g. oneDNN bf16 on an AVX2-only CPU) instead of a number.
     """
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     kernels: dict[str, Callable[[], Any]] = {"torch.mm": lambda: torch.mm(a, b)}
-    if device.type == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise") and dtype != torch.float16:
-        kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-    out = {}
+    out: dict[str, float | str] = {}
+    if device.type == "cpu" and dtype != torch.float16:
+        probe = {torch.float32: "onednn_fp32_linear", torch.bfloat16: "onednn_bf16_linear"}.get(dtype)
+        why = cpu_kernels.kernel_status().get(probe) if probe else "no oneDNN probe for this dtype"
+        if why is None:
+            kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        else:
+            out["oneDNN"] = f"not run: {why}"
     for name, f in kernels.items():
         best = math.inf
-        for i in range(reps + 2):
-            _sync(device)
-            t = clock()
-            f()
-            _sync(device)
-            if i >= 2:  # two warm-up calls
-                best = min(best, clock() - t)
-        out[name] = 2 * n**3 / best
+        try:
+            for i in range(reps + 2):
+                _sync(device)
+                t = clock()
+                f()
+                _sync(device)
+                if i >= 2:  # two warm-up calls
+                    best = min(best, clock() - t)
+            out[name] = 2 * n**3 / best
+        except Exception as e:  # noqa: BLE001 - a kernel this machine refuses is reported, not fatal
+            out[name] = f"failed: {_reason(e)}"
     return out
 
 
@@ -354,24 +387,33 @@ def time_interleaved(
     device: torch.device,
     clock: Callable[[], float] = time.perf_counter,
 ) -> None:
-    """Warm up every variant, then ``reps`` rounds, each timing every variant once in rotated order."""
+    """Warm up every variant, then ``reps`` rounds, each timing every variant once in rotated order.
+
+    A variant whose step raises gets ``error`` set (and is left out of the later rounds); the others go on.
+    """
     for v in variants:
-        for i in range(warmup):
-            _sync(device)
-            t = time.perf_counter()
-            v.step()
-            _sync(device)
-            if i == 0 and v.compiled:
-                v.compile_s = time.perf_counter() - t
-    n = len(variants)
+        try:
+            for i in range(max(warmup, 1)):
+                _sync(device)
+                t = time.perf_counter()
+                v.step()
+                _sync(device)
+                if i == 0 and v.compiled:
+                    v.compile_s = time.perf_counter() - t
+        except Exception as e:  # noqa: BLE001 - e.g. a kernel this CPU refuses: a row says so
+            v.error = _reason(e)
     for r in range(reps):
-        for j in range(n):
-            v = variants[(r + j) % n]
-            _sync(device)
-            t = clock()
-            v.step()
-            _sync(device)
-            v.times.append(clock() - t)
+        alive = [v for v in variants if v.error is None]
+        for j in range(len(alive)):
+            v = alive[(r + j) % len(alive)]
+            try:
+                _sync(device)
+                t = clock()
+                v.step()
+                _sync(device)
+                v.times.append(clock() - t)
+            except Exception as e:  # noqa: BLE001
+                v.error = _reason(e)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -434,8 +476,46 @@ def build_variants(
     return out
 
 
+def _status_row(impl: str, setting: str, status: str, reason: str) -> dict[str, Any]:
+    """A row for something that did not run here: ``status`` "skipped" or "failed", and why."""
+    return {"impl": impl, "setting": setting, "label": f"{impl} ({setting})", "status": status,
+            "reason": reason}
+
+
+def low_precision_skip(prec: str, device: torch.device, forced: bool) -> str | None:
+    """Why ``prec`` is not benchmarked on this device (None: it is): bf16 / fp16 where not native."""
+    if prec == "fp32" or device.type != "cpu" or forced:
+        return None
+    dt = DTYPES[prec]
+    if cpu_kernels.native(dt):
+        return None
+    s = cpu_kernels.low_precision_speedup(dt)
+    slow = "its matmul failed" if s is None else f"a {prec} matmul runs {1 / s:.0f}x slower than fp32"
+    return (f"{prec} is not native on this CPU ({slow}; see hiera_video.models.cpu_kernels); "
+            f"pass --force-precision to time it anyway")
+
+
 def run_config(
     cfg: Config, args: argparse.Namespace, peaks: dict[str, float], device: torch.device
+) -> dict[str, Any]:
+    """Time one configuration; whatever cannot run here becomes a row that says why (never an exception)."""
+    result: dict[str, Any] = {"config": dict(cfg.__dict__), "flops": None, "primary": None, "skipped_refs": [],
+                              "input_shape": None, "rows": []}
+    skip = low_precision_skip(cfg.precision, device, args.force_precision)
+    if skip is not None:
+        result["rows"] = [_status_row(impl, cfg.precision, "skipped", skip) for impl in ["ours", *args.refs]]
+        return result
+    try:
+        return _run_config(cfg, args, peaks, device, result)
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory building the model: report, go on
+        result["rows"].append(_status_row("all", cfg.precision, "failed", _reason(e)))
+        return result
+    finally:
+        gc.collect()
+
+
+def _run_config(
+    cfg: Config, args: argparse.Namespace, peaks: dict[str, float], device: torch.device, result: dict[str, Any]
 ) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     ours = hiera_video.create_model(cfg.model, drop_path_rate=0.0, **cfg.overrides).to(device)
@@ -446,11 +526,14 @@ def run_config(
         try:
             refs[r] = BUILDERS[r](ours).to(device)
         except Exception as e:  # noqa: BLE001 - a reference that rejects this config is skipped, not fatal
-            skipped.append(f"{r}: {type(e).__name__}: {str(e).splitlines()[-1][:160]}")
+            skipped.append(f"{r}: {_reason(e)}")
+    result["skipped_refs"] = skipped
     x = torch.randn(cfg.batch_size, mcfg.in_chans, *mcfg.input_size, device=device)
+    result["input_shape"] = list(x.shape)
     labels = torch.randint(0, max(mcfg.num_classes, 1), (cfg.batch_size,), device=device)
     train = cfg.mode == "train"
     flops = count_flops(ours, x, train)
+    result["flops"] = flops
 
     # Reference logits: our model, fp32, regular path, eval mode.
     ours.eval()
@@ -463,13 +546,20 @@ def run_config(
         v.step = make_train_step(v, labels) if train else make_infer_step(v)
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     time_interleaved(variants, args.reps, args.warmup, device, clock)
+    ran = [v for v in variants if v.error is None and v.times]
     if args.memory:
-        for v in variants:
-            v.mem_bytes = peak_memory(v.step, device)
+        for v in ran:
+            try:
+                v.mem_bytes = peak_memory(v.step, device)
+            except Exception:  # noqa: BLE001 - memory is a column, not a reason to lose the row
+                v.mem_bytes = None
 
-    primary = pick_primary(variants)
-    rows = []
+    primary = pick_primary(ran) if ran else None
+    rows = [_status_row(s.split(":")[0], cfg.precision, "skipped", s) for s in skipped]
     for v in variants:
+        if v not in ran:
+            rows.append({**_status_row(v.impl, v.setting, "failed", v.error or "no timing"), "label": v.label})
+            continue
         med = statistics.median(v.times)
         paired = [t / p for t, p in zip(v.times, primary.times)]
         peak_key = "bf16" if ("bf16" in v.setting) else ("fp16" if "fp16" in v.setting else "fp32")
@@ -477,6 +567,7 @@ def run_config(
             "impl": v.impl,
             "setting": v.setting,
             "label": v.label,
+            "status": "ok",
             "fast_path": v.fast_path,
             "compiled": v.compiled,
             "median_s": med,
@@ -498,16 +589,9 @@ def run_config(
             row["top1_agree"] = float((o.argmax(-1) == ref_logits.argmax(-1)).float().mean())
         rows.append(row)
         v.out = None
-    result = {
-        "config": cfg.__dict__,
-        "flops": flops,
-        "primary": primary.label,
-        "skipped_refs": skipped,
-        "input_shape": list(x.shape),
-        "rows": rows,
-    }
-    del variants, refs, ours
-    gc.collect()
+    result["primary"] = None if primary is None else primary.label
+    result["rows"] = rows
+    del variants, refs, ours, ran
     return result
 
 
@@ -516,126 +600,6 @@ def pick_primary(variants: list[Variant]) -> Variant:
     ours = [v for v in variants if v.impl == "ours" and v.fast_path]
     ours.sort(key=lambda v: 0 if "weights" in v.setting else 1)
     return (ours or variants)[0]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reporting
-# ----------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: torch.device) -> dict[str, str]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-    cpu = platform.processor() or "?"
-    flags: list[str] = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("?", "x86_64", ""):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile") if f in flags]
-    info["cpu"] = f"{cpu}, {os.cpu_count()} logical CPUs, ISA: {' '.join(isa) or '?'}"
-    info["threads"] = str(torch.get_num_threads())
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    for mod, dist in (("hiera", "hiera-transformer"), ("transformers", "transformers"), ("timm", "timm")):
-        try:
-            from importlib.metadata import version
-
-            info[mod] = version(dist)
-        except Exception:  # noqa: BLE001 - any failure just means "not installed"
-            info[mod] = "not installed"
-    with contextlib.suppress(Exception):
-        info["load_before"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return info
-
-
-def _num(v: float) -> str:
-    """Three significant digits, without scientific notation for the usual ranges."""
-    if v >= 100:
-        return f"{v:.0f}"
-    return f"{v:.3g}"
-
-
-def _mb(b: int | None) -> str:
-    return "n/a" if b is None else f"{b / 2**20:.0f}"
-
-
-def markdown(
-    results: list[dict[str, Any]], peaks: dict[str, float], info: dict[str, str], argv: list[str]
-) -> str:
-    lines = [f"Command: `{' '.join(shlex.quote(a) for a in argv)}`", ""]
-    lines.append(
-        f"Machine: {info['cpu']}; {info['threads']} threads; torch {info['torch']}; "
-        f"hiera-transformer {info['hiera']}; transformers {info['transformers']}; "
-        f"timm {info['timm']}; "
-        f"Python {info['python']}"
-        + (f"; GPU {info['gpu']}" if "gpu" in info else "")
-        + f". Load average before the run: {info.get('load_before', '?')}; "
-        f"finished {info.get('finished', '?')}."
-    )
-    lines.append("")
-    peak_txt = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
-    lines.append(
-        f"Dense matmul peak measured in this run ({info.get('peak_size', '?')}² GEMM, best of repetitions "
-        f"and kernels): {peak_txt} (per kernel, GFLOP/s: {info.get('peak_detail', '?')})."
-    )
-    lines.append("")
-    for res in results:
-        c = res["config"]
-        ov = f", overrides {c['overrides']}" if c["overrides"] else ""
-        what = "forward (inference)" if c["mode"] == "infer" else "training step (fwd + bwd + AdamW)"
-        comp = {"off": "", "on": ", torch.compile", "both": ", eager and torch.compile"}[c["compiled"]]
-        comp += " (Inductor freezing)" if c.get("freezing") else ""
-        lines.append(
-            f"**{c['model']}**, batch {c['batch_size']}, {c['precision']}, {what}{comp}{ov}; input "
-            f"{tuple(res['input_shape'])}; {_num(res['flops'] / 1e9)} GFLOP per step; "
-            f"{len(res['rows'][0]['times_s'])} interleaved repetitions."
-            + (f" Skipped: {'; '.join(res['skipped_refs'])}." if res["skipped_refs"] else "")
-        )
-        lines.append("")
-        acc = c["mode"] == "infer"
-        head = (
-            "| implementation | median ms | min ms | items/s | speed-up of ours (ref ÷ ours) | GFLOP/s "
-            "| % of peak | peak mem MiB |"
-            + (" max abs Δ / max abs logit (vs ours fp32) | top-1 agree |" if acc else "")
-        )
-        lines.append(head)
-        lines.append("|" + "---|" * (head.count("|") - 1))
-        for r in res["rows"]:
-            pf = r["peak_fraction"]
-            frac = "n/a" if pf is None else f"{100 * pf:.0f}% ({r['peak_key']})"
-            mine = r["label"] == res["primary"]
-            sp = "—" if mine else f"{r['speedup_of_ours']:.2f}×"
-            label = f"**{r['label']}**" if mine else r["label"]
-            cells = [
-                label,
-                _num(1e3 * r["median_s"]),
-                _num(1e3 * r["min_s"]),
-                _num(r["items_per_s"]),
-                sp,
-                _num(r["gflops"]),
-                frac,
-                _mb(r["mem_bytes"]),
-            ]
-            if acc:
-                cells += [f"{r.get('max_rel_diff', math.nan):.1e}", f"{100 * r.get('top1_agree', 0):.0f}%"]
-            if r["compile_s"] is not None:
-                cells[0] += f" (compile+1st call {r['compile_s']:.0f} s)"
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_section(path: Path, section: str, body: str) -> None:
-    """Replace (or append) the ``section`` block in ``path``; everything outside it is kept verbatim."""
-    begin, end = f"<!-- BEGIN benchmark:{section} -->", f"<!-- END benchmark:{section} -->"
-    note = "<!-- generated by tools/benchmark.py: re-run the command below instead of editing -->"
-    block = f"{begin}\n{note}\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -719,6 +683,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip the row of ours with the CPU inference fast path disabled",
     )
+    p.add_argument(
+        "--force-precision",
+        action="store_true",
+        help="time bf16 / fp16 on a CPU where that precision is not native (emulated: 10-100x slower)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument(
         "--clock",
@@ -749,6 +718,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.clock == "thread" and (torch.get_num_threads() != 1 or device.type != "cpu"):
         raise SystemExit("--clock thread measures the calling thread only: use it with --threads 1 on CPU")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.force_precision:  # our model computes a forced non-native bf16 in bf16, as the references do
+        os.environ["HIERA_VIDEO_FORCE_PRECISION"] = "1"
     if device.type == "cpu" and "fp16" in args.precision:
         print(
             "note: most CPUs have no fp16 GEMM kernels; fp16 on CPU can be orders of magnitude slower",
@@ -761,20 +732,46 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     info = machine_info(device)
 
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
-    peak_names = ("fp32", "bf16") + (("fp16",) if "fp16" in args.precision and device.type == "cuda" else ())
-    peak_detail: dict[str, dict[str, float]] = {}
+    # Peaks for the precisions asked for only, and not for one that is skipped here (an emulated bf16
+    # 2048² matmul takes about a minute); a forced non-native precision is measured at 512², once.
+    peak_names = [p for p in args.precision if low_precision_skip(p, device, args.force_precision) is None]
+    peak_detail: dict[str, dict[str, float | str]] = {}
 
-    def measure_peaks() -> None:
+    def measure_peaks() -> dict[str, float]:
         for name in peak_names:
-            for kernel, v in matmul_peak(DTYPES[name], args.peak_size, args.peak_reps, device, clock).items():
+            slow = device.type == "cpu" and not cpu_kernels.native(DTYPES[name])
+            n, reps = (min(args.peak_size, 512), 1) if slow else (args.peak_size, args.peak_reps)
+            for kernel, v in matmul_peak(DTYPES[name], n, reps, device, clock).items():
                 d = peak_detail.setdefault(name, {})
-                d[kernel] = max(d.get(kernel, 0.0), v)
+                old = d.get(kernel)
+                d[kernel] = v if not isinstance(old, float) else max(old, v) if isinstance(v, float) else old
+        return {
+            name: max(v for v in d.values() if isinstance(v, float))
+            for name, d in peak_detail.items()
+            if any(isinstance(v, float) for v in d.values())
+        }
 
-    measure_peaks()
-    peaks = {name: max(d.values()) for name, d in peak_detail.items()}
+    def detail() -> str:
+        return "; ".join(
+            f"{n}: " + ", ".join(f"{k} {v / 1e9:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+            for n, d in peak_detail.items()
+        ) or "none"
+
+    peaks = measure_peaks()
     info["peak_size"] = str(args.peak_size)
+    info["peak_detail"] = detail()
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    argv_full = [*caps, "python", "tools/benchmark.py"] + _without_json(sys.argv[1:] if argv is None else list(argv))
+    print(markdown_header(peaks, info, argv_full), flush=True)
 
-    results = []
+    results: list[dict[str, Any]] = []
+
+    def dump(complete: bool) -> None:
+        if args.json:  # rewritten after every configuration: an interrupted run keeps its finished rows
+            data = {"machine": info, "peaks": peaks, "peak_detail": peak_detail, "results": results,
+                    "complete": complete}
+            atomic_write_text(args.json, json.dumps(data, indent=1))
+
     for i, model in enumerate(args.model):
         b = bs[i] if len(bs) > 1 else bs[0]
         if b is None:
@@ -785,26 +782,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 cfg = Config(model, b, prec, mode, args.compile, overrides, frz)
                 print(f"running {cfg}", file=sys.stderr, flush=True)
                 results.append(run_config(cfg, args, peaks, device))
+                print(markdown_config(results[-1]), flush=True)
+                dump(complete=False)
     # Re-measure the peak at the end, keep the best: a busy phase at the start must not deflate it.
-    measure_peaks()
-    peaks = {name: max(d.values()) for name, d in peak_detail.items()}
-    info["peak_detail"] = "; ".join(
-        f"{n}: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in d.items()) for n, d in peak_detail.items()
-    )
+    peaks = measure_peaks()
+    info["peak_detail"] = detail()
     for res in results:
         for r in res["rows"]:
-            pk = peaks.get(r["peak_key"])
-            r["peak_fraction"] = (r["gflops"] * 1e9 / pk) if pk else None
+            if r.get("status", "ok") == "ok":
+                pk = peaks.get(r["peak_key"])
+                r["peak_fraction"] = (r["gflops"] * 1e9 / pk) if pk else None
     info["finished"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    argv_full = ["python", "tools/benchmark.py"] + _without_json(sys.argv[1:] if argv is None else list(argv))
+    with contextlib.suppress(Exception):
+        info["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     md = markdown(results, peaks, info, argv_full)
-    print(md)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"machine": info, "peaks": peaks, "peak_detail": peak_detail, "results": results}, indent=1
-            )
-        )
+    print("\n--- final report (peak fractions against the best peak of the run) ---\n", flush=True)
+    print(md, flush=True)
+    dump(complete=True)
     if args.write:
         section = args.section or "-".join([device.type, *args.model, *args.precision, *args.mode])
         write_section(args.write, section, md)

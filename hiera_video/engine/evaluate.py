@@ -317,7 +317,8 @@ def evaluate_run(
         model, dataset, info, len(names), batch_size=cfg.eval.batch_size,
         num_workers=build.loader_workers(cfg, decode_on),
         video_ndim=3 if cfg.data.kind == "video" else 2,
-        autocast=lambda: autocast_context(info.device, cfg.train.precision), show_progress=cfg.train.progress,
+        autocast=lambda: autocast_context(info.device, cfg.train.precision, cfg.train.force_precision),
+        show_progress=cfg.train.progress,
         desc=f"eval {split}",
     )
     out_dir = path if path.is_dir() else cfg.run_dir

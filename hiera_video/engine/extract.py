@@ -383,6 +383,7 @@ def run_extract(cfg: Config, loaded: Any = None,
     from hiera_video.engine.build import decode_device, loader_workers
     from hiera_video.engine.loop import autocast_context
     from hiera_video.engine.pipeline import eval_pipeline
+    from hiera_video.models.cpu_kernels import resolve_precision
 
     check_extract_config(cfg)
     e = cfg.extract
@@ -401,7 +402,8 @@ def run_extract(cfg: Config, loaded: Any = None,
     info = hd.init_distributed(cfg.train.device, timeout_minutes=24 * 60)
     run_id = hd.broadcast_object(uuid.uuid4().hex if info.is_main else None)
     model = model.to(info.device)
-    precision = cfg.train.precision if info.device.type == "cuda" else "fp32"
+    # bf16 / fp16 on the GPU as asked; on a CPU only where native, else fp32 after one warning (cpu_kernels)
+    precision = resolve_precision(cfg.train.precision, info.device, cfg.train.force_precision)
     out = Path(e.output_dir)
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ class MAETask:
         gen = torch.Generator(device="cpu").manual_seed(1234)
         mask = model.get_random_mask(x.shape[0], generator=gen, mask_ratio=self.cfg.mae.mask_ratio,
                                      device=x.device)
-        with autocast_context(self.info.device, self.cfg.train.precision):
+        with autocast_context(self.info.device, self.cfg.train.precision, self.cfg.train.force_precision):
             out = model(x, mask=mask)
         metrics = {"mae_loss": float(out.loss)}
         every = self.cfg.mae.vis_every_epochs

@@ -1,11 +1,24 @@
-"""CPU fast paths for Hiera: oneDNN GEMMs with fused epilogues and cached (pre-packed / cast) weights.
+"""CPU fast paths for Hiera: oneDNN GEMMs with fused epilogues and cached (pre-packed / cast) weights,
+used per layer shape only where they were measured faster on this CPU.
 
 Why: on CPU, eager ``F.linear`` is MKL ``addmm``: it first copies the broadcast bias into the output (one
 extra pass over every activation), then runs the GEMM with ``beta=1``; GELU and the residual adds are more
 passes. oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor's CPU backend emits)
-applies the bias, the GELU and the residual add in its epilogue, runs bf16 through the CPU's native bf16
-dot-product instructions, and on the AMD EPYC (Zen 4) this was tuned on it is also the faster fp32 GEMM
-(about 98 vs 85 GFLOP/s per core for 2048², 15-40% faster on Hiera's layer shapes than ``addmm``).
+applies the bias, the GELU and the residual add in its epilogue and runs bf16 through the CPU's native bf16
+instructions. Whether it is also the faster fp32 GEMM depends on the CPU, on oneDNN's ISA cap, on the thread
+count and on the shape (1.0-1.7x faster at Hiera's inference shapes on an Intel Xeon with AMX, 15-40% on an
+AMD Zen 4; the training linears range from 0.7x to 1.23x). So nothing here is tuned to one machine:
+
+* `cpu_kernels.kernel_status` probes, once per process, that each oneDNN call used here runs and is correct
+  (fp32 and bf16 linears with the ``none`` / ``gelu`` / ``add`` epilogues, weight reorder, transposed weight,
+  bf16 SDPA); a refused kernel switches the path that needs it off, never raises.
+* `linear` and `train_linear` pick, per layer shape, oneDNN or the regular ``F.linear`` by timing both on the
+  first call with that shape (`cpu_kernels.choose`: rows rounded to a power of two, features, epilogue,
+  dtype, threads); training keeps oneDNN only when it is >= 3% faster, so the training fast path cannot make
+  a step slower than the regular path. Toy sizes need no threshold: oneDNN's per-call overhead (~30 us vs
+  ~18 us for ``addmm``) loses the measurement there. `MIN_ACTIVATION` (default 0) is an optional floor on
+  the first block's activation size below which the whole model keeps the regular path; `FORCE_ONEDNN`
+  (None: measure; True / False) overrides the per-shape choice, e.g. for tests.
 
 Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `forward_features`,
 `forward_intermediates` and `HieraBackbone` all benefit):
@@ -13,7 +26,8 @@ Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `f
 * **inference** (`compute_dtype` is not None: CPU, gradients off, model in eval mode): the blocks run
   `HieraBlock.forward_fast`, with weights packed once into oneDNN's blocked layout and cached.
 * **fp32 training** (`train_active`: CPU, fp32, grad on, no autocast): the linears go through
-  `train_linear`, a custom autograd function (oneDNN forward and input gradient, MKL weight gradient).
+  `train_linear`, a custom autograd function (oneDNN forward and input gradient, MKL weight gradient) where
+  measured faster, else ``F.linear``.
 
 Both equal the regular path to float rounding (the same math in another order; tests hold them to 1e-5),
 and both step aside (`supported`) when a layer has forward hooks or was replaced by another class.
@@ -21,8 +35,11 @@ Switch them off globally with ``HIERA_VIDEO_FAST=0`` or `set_enabled(False)`, or
 (the switch is process-global, not per thread).
 
 bf16 inference: the path computes in bf16 when the input is bf16 (a ``model.to(torch.bfloat16)`` model) or
-when CPU autocast to bf16 is active; then the fp32 weights are cast once and cached instead of on every call
-as autocast does. GEMMs, LayerNorm and softmax accumulate in fp32 inside the kernels either way.
+when CPU autocast to bf16 is active, if bf16 is native on this CPU (`cpu_kernels.native`); the fp32 weights
+are then cast once and cached instead of on every call as autocast does. Where bf16 is not native (AVX2-only
+CPUs, or oneDNN capped to AVX2: bf16 GEMMs 10-100x slower than fp32), it warns once and computes in fp32
+instead (a bf16 model's weights cast once to fp32 and cached; outputs returned in the input's dtype), unless
+``HIERA_VIDEO_FORCE_PRECISION=1``. GEMMs, LayerNorm and softmax accumulate in fp32 inside the kernels.
 
 Memory: the cache holds one converted copy of every linear weight used on the fast path (fp32: the packed
 copy, ~4 bytes per parameter; bf16: ~2 bytes), kept while the parameter lives; `clear_cache()` drops it.
@@ -37,8 +54,13 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from hiera_video.models import cpu_kernels
 
 __all__ = [
+    "FORCE_ONEDNN",
+    "MIN_ACTIVATION",
     "active",
     "clear_cache",
     "compute_dtype",
@@ -46,6 +68,7 @@ __all__ = [
     "enabled",
     "is_enabled",
     "linear",
+    "mlp",
     "set_enabled",
     "supported",
     "train_active",
@@ -55,12 +78,14 @@ __all__ = [
 
 _ENABLED = os.environ.get("HIERA_VIDEO_FAST", "1").lower() not in ("0", "false", "no", "off")
 
-# Below this many elements in the first block's activations (batch x tokens x channels) the regular path is
-# used: oneDNN's per-call overhead (~30 us vs ~18 us for addmm) outweighs its gains on toy sizes (a 64x64,
-# 16-channel model runs 1.5x slower on the fast path; hiera_tiny_224 at batch 1, 301k elements, 1.2x faster).
-MIN_ACTIVATION = 1 << 16
-_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_HAS_BF16 = _HAS_ONEDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+# Optional floor (first block's activations, batch x tokens x channels) below which a model keeps the
+# regular path. 0: none; the per-shape measurement already keeps oneDNN away from sizes where it loses.
+MIN_ACTIVATION = 0
+# None: oneDNN vs F.linear measured per shape (see the module docstring); True / False: always / never
+# oneDNN (where the kernel probe passed), e.g. to test both kernels on any CPU.
+FORCE_ONEDNN: bool | None = None
+TRAIN_MARGIN = 1.03  # oneDNN training linears must be this much faster than F.linear to be used
+_FP32 = "onednn_fp32_linear"
 
 # Per-parameter cache of weights converted for the fast path. It lives here, not on the module, so that
 # state_dict, deepcopy and pickling are unaffected. Keyed on id(param) with a weak reference to check identity
@@ -107,21 +132,28 @@ def enabled() -> contextlib.AbstractContextManager[None]:
     return _switched(True)
 
 
+def _bf16_fast_ok() -> bool:
+    return cpu_kernels.kernel_ok("onednn_bf16_linear") and cpu_kernels.kernel_ok("bf16_sdpa")
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype the fast path would compute in for input ``x``, or None when it does not apply.
 
     Applies on CPU with gradients disabled, outside ``torch.compile`` tracing (Inductor fuses on its own),
-    for fp32 or bf16 compute (fp16 GEMMs have no fast CPU kernel on most machines).
+    for fp32 or bf16 requests (fp16 GEMMs have no fast CPU kernel on most machines). A bf16 request (bf16
+    input or CPU bf16 autocast) computes in bf16 where bf16 is native here (`cpu_kernels.native`) or forced
+    (``HIERA_VIDEO_FORCE_PRECISION=1``), else in fp32 after one warning (`cpu_kernels.resolve_precision`).
     """
-    if not (_ENABLED and _HAS_ONEDNN) or torch.is_grad_enabled() or x.device.type != "cpu":
+    if not _ENABLED or torch.is_grad_enabled() or x.device.type != "cpu":
         return None
     if torch.compiler.is_compiling():
         return None
-    if torch.is_autocast_enabled("cpu"):
-        dt = torch.get_autocast_dtype("cpu")
-    else:
-        dt = x.dtype
-    if dt == torch.float32 or (dt == torch.bfloat16 and _HAS_BF16):
+    dt = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if dt == torch.bfloat16:
+        if cpu_kernels.resolve_precision("bf16", "cpu") == "bf16":  # native, or forced by the env
+            return dt if _bf16_fast_ok() else None
+        dt = torch.float32  # bf16 is emulated here: fp32 is much faster and more accurate
+    if dt == torch.float32 and cpu_kernels.kernel_ok(_FP32):
         return dt
     return None
 
@@ -129,16 +161,18 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype | None:
 def train_active(x: torch.Tensor) -> bool:
     """Whether the fp32 training linears (`train_linear`) apply to a forward on ``x`` with grad enabled.
 
-    CPU, fp32, no autocast (autocast keeps its own bf16/fp16 casting rules), not under torch.compile.
+    CPU, fp32, no autocast (autocast keeps its own bf16/fp16 casting rules), not under torch.compile, and
+    oneDNN's fp32 kernels passed the probe (`train_linear` then still picks per shape).
     """
     return (
         _ENABLED
-        and _HAS_ONEDNN
+        and FORCE_ONEDNN is not False
         and torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and cpu_kernels.kernel_ok(_FP32)
     )
 
 
@@ -203,19 +237,72 @@ def _packed(lin: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
 def linear(
     x: torch.Tensor, lin: nn.Linear, act: str = "none", residual: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``act(lin(x))`` or ``lin(x) + residual`` as one oneDNN GEMM with the bias/act/add in its epilogue.
+    """``act(lin(x))`` or ``lin(x) + residual``: one oneDNN GEMM with the bias/act/add in its epilogue, or
+    ``F.linear`` (+ GELU / add) where that was measured faster for this shape on this CPU.
 
     ``x`` must already be in the compute dtype; ``act`` is ``"none"`` or ``"gelu"`` (erf GELU, as nn.GELU);
     ``residual`` (same shape as the output, contiguous) is added after the bias.
     """
     dt = x.dtype
-    w = _packed(lin, dt)
     b = None if lin.bias is None else weight(lin.bias, dt)
-    if residual is not None:
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, b, "add")
-    if act == "gelu":
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+    def onednn() -> torch.Tensor:
+        w = _packed(lin, dt)
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, b, "add")
+        if act == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+    def regular() -> torch.Tensor:
+        y = F.linear(x, weight(lin.weight, dt), b)
+        if residual is not None:
+            return y.add_(residual)  # = residual + y (the regular path's sum), one pass, no new buffer
+        return F.gelu(y) if act == "gelu" else y
+
+    use = FORCE_ONEDNN
+    if use is None:
+        key = cpu_kernels.shape_key("infer", x, lin.in_features, lin.out_features, act, residual is not None)
+        use = cpu_kernels.cached_choice(key)
+        if use is None:  # first call with this shape: measure both, keep the faster (and its output)
+            return cpu_kernels.choose(key, regular, onednn, 1.0)[1]
+    return onednn() if use else regular()
+
+
+MLP_CHUNK_ROWS = 2048  # rows per chunk of `mlp`: the chunk's hidden activation (rows x 4C) stays in cache
+
+
+def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor) -> torch.Tensor:
+    """Inference ``m.fc2(gelu(m.fc1(h))) + residual`` (`linear` twice), or the same over row chunks.
+
+    Why chunks: at Hiera's first stage the MLP's hidden activation is large (hiera_base_224 batch 8: 25088 x
+    384 floats, 38 MB) and each of its elements costs only 2 x 96 FLOPs in each GEMM, so writing it out and
+    reading it back is memory-bound; computed ``MLP_CHUNK_ROWS`` rows at a time it stays in cache (measured on
+    an Intel Xeon, 1 thread: 49 -> 36 ms for that MLP; no gain at later stages). Rows are independent, so the
+    result is the same to float rounding. Whether to chunk is decided per shape by measurement, like
+    `linear`'s kernel (only for more than 4 chunks' worth of rows).
+    """
+
+    def full() -> torch.Tensor:
+        return linear(linear(h, m.fc1, act="gelu"), m.fc2, residual=residual)
+
+    rows = h.numel() // h.shape[-1]
+    if rows <= 4 * MLP_CHUNK_ROWS:
+        return full()
+
+    def chunked() -> torch.Tensor:
+        h2, r2 = h.reshape(rows, -1), residual.reshape(rows, -1)
+        out = torch.empty_like(r2)
+        for s in range(0, rows, MLP_CHUNK_ROWS):
+            e = s + MLP_CHUNK_ROWS
+            out[s:e] = linear(linear(h2[s:e], m.fc1, act="gelu"), m.fc2, residual=r2[s:e])
+        return out.view_as(residual)
+
+    key = cpu_kernels.shape_key("mlp", h, m.fc1.in_features, m.fc1.out_features)
+    use = cpu_kernels.cached_choice(key)
+    if use is None:
+        return cpu_kernels.choose(key, full, chunked, 1.0)[1]
+    return chunked() if use else full()
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -223,7 +310,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
     Measured per layer on an AMD EPYC (Zen 4, 1 thread): oneDNN is ~20% faster than ``addmm`` (which also
     copies the broadcast bias into the output first) for the forward and for ``grad @ W``; ``grad.T @ x``
-    is faster with ``torch.mm``. Saves the same tensors as ``F.linear`` (input and weight).
+    is faster with ``torch.mm``. Other CPUs differ, hence `train_linear`'s per-shape choice. Saves the same
+    tensors as ``F.linear`` (input and weight).
     """
 
     @staticmethod
@@ -250,5 +338,31 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
-    """``lin(x)`` for fp32 CPU training through `_OneDNNLinear` (see `train_active`)."""
-    return _OneDNNLinear.apply(x, lin.weight, lin.bias)
+    """``lin(x)`` for fp32 CPU training (see `train_active`): `_OneDNNLinear` where, for this shape, its
+    forward + input-gradient GEMMs were measured at least `TRAIN_MARGIN` faster than ``F.linear``'s (the
+    weight gradient is the same ``torch.mm`` in both), else ``F.linear``."""
+    w, b = lin.weight, lin.bias
+    use = FORCE_ONEDNN
+    if use is None:
+        key = cpu_kernels.shape_key("train", x, lin.in_features, lin.out_features)
+        use = cpu_kernels.cached_choice(key)
+        if use is None:
+            with torch.no_grad():  # time the two kernels' forward + grad-input GEMMs on this shape
+                xd = x.detach()
+                # A private generator: measuring must not move the global RNG (drop path, exact resume).
+                g = torch.randn(*x.shape[:-1], lin.out_features, dtype=x.dtype,
+                                generator=torch.Generator().manual_seed(0))
+                lp = torch.ops.mkldnn._linear_pointwise
+
+                def regular() -> None:
+                    F.linear(xd, w, b)
+                    g.matmul(w)
+
+                def onednn() -> None:
+                    lp(xd, w, b, "none", [], "")
+                    lp(g, w.t(), None, "none", [], "")
+
+                use, _ = cpu_kernels.choose(key, regular, onednn, TRAIN_MARGIN, budget=0.1)
+    if use:
+        return _OneDNNLinear.apply(x, w, b)
+    return F.linear(x, w, b)

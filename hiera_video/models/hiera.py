@@ -241,7 +241,7 @@ class HieraBlock(nn.Module):
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
         x = self.attn.forward_fast(x_norm, residual=x)
         h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
-        return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
+        return fast.mlp(h, self.mlp, residual=x)
 
 
 class Head(nn.Module):
@@ -469,7 +469,10 @@ class Hiera(nn.Module):
         if dt is None:
             return self._forward_tokens(x, size, mask, stages, None, onednn)
         with torch.autocast("cpu", enabled=False):
-            return self._forward_tokens(x, size, mask, stages, dt)
+            out, outs = self._forward_tokens(x, size, mask, stages, dt)
+        if out.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):  # a bf16 model computed in fp32
+            out, outs = out.to(x.dtype), [o.to(x.dtype) for o in outs]  # (bf16 is not native here, see fast)
+        return out, outs
 
     def _fast_supported(self) -> bool:
         """The fast paths re-implement the blocks' forward: only for unmodified layers without hooks."""
