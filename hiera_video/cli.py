@@ -217,7 +217,8 @@ def _extract(p: argparse.ArgumentParser) -> Handler:
     g.add_argument("--pool-space", action="store_const", const=True, default=flag,
                    help="average stage maps over H and W")
     g.add_argument("--dtype", choices=["fp32", "fp16"], default=flag)
-    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=flag, help="train.precision (GPU; on a CPU only where native, see README Precision)")
+    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=flag,
+                   help="train.precision (GPU; on a CPU only where native, see README Precision)")
     g = p.add_argument_group("execution")
     g.add_argument("--batch-size", type=int, default=flag, help="clips per forward pass (extract.batch_size)")
     g.add_argument("--num-workers", type=int, default=flag)
