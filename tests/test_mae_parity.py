@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from hiera_video.models import create_model, get_config
-from hiera_video.models.checkpoint import MAE_ONLY_PREFIXES, read_checkpoint
 from hiera_video.models.hiera_mae import MaskedAutoencoderHiera
 from hiera_video.models.loading import load_pretrained
+from hiera_video.models.weights import MAE_ONLY_PREFIXES, read_checkpoint
 
 ATOL = 1e-5
 

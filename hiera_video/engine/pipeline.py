@@ -103,7 +103,7 @@ def _load_trained(source: Path, use_ema: bool) -> tuple[nn.Module, Config | None
                                         "(a run folder, a training checkpoint or a save_pretrained folder)")
             model = create_model(None, pretrained=str(export))
             return model, cfg, list(model.config.extra.get("class_names") or []), f"{export} (save_pretrained)"
-    from hiera_video.models.checkpoint import read_checkpoint
+    from hiera_video.models.weights import read_checkpoint
 
     ckpt = read_checkpoint(ckpt_path, use_ema=None if use_ema else False)  # read once: weights + run config
     if ckpt.run_config is None:

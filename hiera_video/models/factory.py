@@ -7,13 +7,13 @@ from typing import Any
 
 import torch.nn as nn
 
-from .checkpoint import Checkpoint
 from .config import HieraConfig
 from .hiera import Hiera
 from .hiera_mae import MaskedAutoencoderHiera
 from .hieradet import HieraDet
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .registry import get_config, model_arch
+from .weights import Checkpoint
 
 # Architecture name (the registry's ``arch``) -> class. One more architecture is one entry.
 ARCHITECTURES: dict[str, type[nn.Module]] = {"hiera": Hiera, "mae_hiera": MaskedAutoencoderHiera,

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import fast
-from .checkpoint import save_pretrained as _save_pretrained
 from .config import HieraConfig, check_input_size
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .pos_embed import abswin_pos_embed, resize_pos_embed
+from .weights import save_pretrained as _save_pretrained
 
 __all__ = ["Hiera", "HieraBackbone", "HieraBlock", "MaskUnitAttention", "reroll", "resize_pos_embed", "unroll"]
 

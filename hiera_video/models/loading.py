@@ -16,11 +16,11 @@ from typing import Any
 
 import torch.nn as nn
 
-from .checkpoint import MAE_ONLY_PREFIXES, Checkpoint, read_checkpoint
 from .config import HieraConfig
 from .pos_embed import joint_pos_embed_grid, resize_background, resize_pos_embed, to_abswin
 from .registry import _entry, config_class, is_registered, model_arch
 from .sources import license_of
+from .weights import MAE_ONLY_PREFIXES, Checkpoint, read_checkpoint
 
 logger = logging.getLogger("hiera_video")
 
