@@ -210,8 +210,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (debugging / tests)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # autocast on GPU; on CPU only where native (measured), else fp32 with one warning (README "Precision")
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 autocast on a GPU, fp32 on a CPU (CPU results then never depend on which CPU it is); bf16 /
+    # fp16 on a CPU run only where native there (else fp32 after one warning, see README "Precision").
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     force_precision: bool = False  # CPU: run bf16 / fp16 even where it is not native (much slower)
     compile: bool = False
     ema: bool = False

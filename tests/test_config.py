@@ -92,7 +92,7 @@ def test_overrides_coerce_types():
         ("train.epochs=2.5", "train.epochs: expected an integer, got 2.5"),
         ("train.epochs=true", "train.epochs: expected an integer, got True"),
         ("train.ema=maybe", "train.ema: expected true or false"),
-        ("train.precision=fp8", "train.precision: expected one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+        ("train.precision=fp8", "train.precision: expected one of 'auto', 'fp32', 'bf16', 'fp16', got 'fp8'"),
         ("optim.betas=0.9", "optim.betas: expected a list"),
         ("data.root.path=x", "'data.root' is not a section"),
         ("optim.lr", "must look like section.key=value"),

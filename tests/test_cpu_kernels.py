@@ -85,6 +85,14 @@ def test_resolve_precision_where_bf16_is_not_native(monkeypatch, caplog):
         cpu_kernels.resolve_precision("fp8", "cpu")
 
 
+def test_auto_precision_is_bf16_on_gpus_and_fp32_on_any_cpu(monkeypatch):
+    """The default (``train.precision: auto``) never makes CPU results depend on the CPU's bf16 support."""
+    for is_native in (True, False):
+        monkeypatch.setattr(cpu_kernels, "native", lambda dtype, _n=is_native: _n)
+        assert cpu_kernels.resolve_precision("auto", "cpu") == "fp32"
+        assert cpu_kernels.resolve_precision("auto", "cuda") == "bf16"
+
+
 def test_resolve_precision_where_bf16_is_native(monkeypatch, caplog):
     monkeypatch.setattr(cpu_kernels, "native", lambda dt: True)
     with caplog.at_level("WARNING", logger="hiera_video"):

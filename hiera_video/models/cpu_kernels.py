@@ -266,16 +266,19 @@ def _warn_once(key: tuple[str, bool], msg: str) -> None:
 def resolve_precision(requested: str, device: torch.device | str, force: bool = False) -> str:
     """The precision to run: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the module docstring's rule).
 
-    ``requested``: ``"fp32"``, ``"none"`` (= fp32), ``"bf16"`` or ``"fp16"``. On CPU a low precision that
+    ``requested``: ``"auto"`` (bf16 on a GPU, fp32 on a CPU), ``"fp32"``, ``"none"`` (= fp32), ``"bf16"`` or
+    ``"fp16"``. On CPU a low precision that
     is not native here becomes ``"fp32"`` with one warning, unless ``force`` or
     ``HIERA_VIDEO_FORCE_PRECISION=1``.
     """
+    dev = torch.device(device)
+    if requested == "auto":  # the default: bf16 where it always pays (GPUs), fp32 on any CPU
+        return "bf16" if dev.type == "cuda" else "fp32"
     req = "fp32" if requested in ("none", "fp32", None) else str(requested)
     if req not in ("bf16", "fp16"):
         if req != "fp32":
-            raise ValueError(f"unknown precision {requested!r}: use fp32, bf16 or fp16")
+            raise ValueError(f"unknown precision {requested!r}: use auto, fp32, bf16 or fp16")
         return "fp32"
-    dev = torch.device(device)
     if dev.type != "cpu":
         return req
     dtype = _DTYPES[req]
