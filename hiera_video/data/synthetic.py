@@ -8,6 +8,11 @@ GOPs, colour conversion.
 * :func:`make_motion_dataset` writes a labelled video set where the label is the direction in which a bright
   textured square moves over a noisy background. The start position is random, so a single frame carries no
   information about the label: a model has to look at time to solve it.
+* :func:`make_orbit_frames` (classes :data:`ORBIT_CLASSES`) renders a textured square circling a point
+  clockwise, counter-clockwise, or swinging back and forth along its circle. Start angle, radius, centre and
+  speed are random, so every frame of every class has the same distribution: only the order of the frames
+  tells the classes apart (the embedded demo's task; :func:`make_motion_dataset` writes it with
+  ``classes=ORBIT_CLASSES``).
 * :func:`make_image_dataset` writes a tiny class-per-folder image set (shape classes) for the 2D configs.
 
 All generators are deterministic for a given seed.
@@ -15,6 +20,7 @@ All generators are deterministic for a given seed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -23,19 +29,26 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hiera_video.fileio import atomic_write_text
+
 __all__ = [
     "MOTION_CLASSES",
+    "ORBIT_CLASSES",
     "SHAPE_CLASSES",
     "SyntheticSplits",
     "make_image_dataset",
     "make_motion_dataset",
     "make_motion_frames",
+    "make_orbit_frames",
     "make_shape_image",
+    "prepare_synthetic_root",
+    "SyntheticRootError",
     "write_video",
 ]
 
 MOTION_CLASSES: tuple[str, ...] = ("left", "right", "up", "down")
 SHAPE_CLASSES: tuple[str, ...] = ("square", "circle", "triangle")
+ORBIT_CLASSES: tuple[str, ...] = ("clockwise", "counterclockwise", "swing")
 
 # (dy, dx) unit steps for each motion direction, in image coordinates (y grows downwards).
 _DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -223,6 +236,77 @@ def make_motion_frames(
     return video
 
 
+def make_orbit_frames(
+    direction: str,
+    num_frames: int = 8,
+    size: tuple[int, int] = (32, 32),
+    rng: np.random.Generator | None = None,
+    square_size: int | None = None,
+    noise_std: float = 8.0,
+) -> np.ndarray:
+    """Render one clip of a textured bright square circling a point, over a noisy background.
+
+    ``clockwise`` / ``counterclockwise`` (as seen on screen, y downwards): constant angular speed;
+    ``swing``: the square goes one way and turns back at a random frame of the middle half of the clip.
+    The start angle is uniform on the circle and radius, centre and speed are drawn from the same ranges for
+    every class, so the square's position in any single frame has the same distribution in every class.
+    Telling the classes apart needs the frames' order, and more than a local motion cue: a square moving
+    right is clockwise above the centre and counter-clockwise below it.
+
+    Args:
+        direction: one of :data:`ORBIT_CLASSES`.
+        num_frames: number of frames ``T`` (at least 2).
+        size: ``(H, W)``.
+        rng: random generator (geometry, textures, noise).
+        square_size: side of the square; default a quarter of the short side.
+
+    Returns:
+        uint8 array ``[T, H, W, 3]``.
+    """
+    if direction not in ORBIT_CLASSES:
+        raise ValueError(f"unknown orbit class {direction!r}; expected one of {ORBIT_CLASSES}")
+    if num_frames < 2:
+        raise ValueError(f"an orbit clip needs at least 2 frames, got {num_frames}")
+    rng = rng if rng is not None else np.random.default_rng()
+    height, width = size
+    side = square_size if square_size is not None else max(4, min(height, width) // 4)
+    # The circle must keep the whole square inside the frame: centre +- radius +- side / 2.
+    max_radius = (min(height, width) - side) / 2 - 1
+    if max_radius < 2:
+        raise ValueError(f"a {height}x{width} frame is too small for an orbit of a {side}-pixel square")
+    radius = rng.uniform(0.55, 1.0) * max_radius
+    slack_y, slack_x = (height - side) / 2 - radius, (width - side) / 2 - radius
+    cy = height / 2 + rng.uniform(-slack_y, slack_y)
+    cx = width / 2 + rng.uniform(-slack_x, slack_x)
+    # Angular speed: the clip covers 0.55 to 0.95 of a half turn, so the arc never closes on itself.
+    speed = rng.uniform(0.55, 0.95) * np.pi / (num_frames - 1)
+    sign = -1.0 if rng.random() < 0.5 else 1.0  # swing: which way it starts
+    if direction == "clockwise":
+        velocity = np.full(num_frames - 1, speed)
+    elif direction == "counterclockwise":
+        velocity = np.full(num_frames - 1, -speed)
+    else:
+        turn = int(rng.integers((num_frames - 1) // 4, (3 * (num_frames - 1)) // 4 + 1))
+        velocity = np.where(np.arange(num_frames - 1) < turn, sign * speed, -sign * speed)
+    # On screen (y down), increasing the angle of (cos, sin) turns clockwise.
+    angles = rng.uniform(0, 2 * np.pi) + np.concatenate([[0.0], np.cumsum(velocity)])
+
+    background = rng.integers(0, 120, size=(height, width, 3), dtype=np.uint8)
+    colours = rng.integers(170, 256, size=(2, 3), dtype=np.uint8)
+    checker = (np.add.outer(np.arange(side), np.arange(side)) // 2) % 2
+    square = colours[checker]
+    video = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        noise = rng.normal(0.0, noise_std, size=(height, width, 3))
+        frame = np.clip(background.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        y = int(round(cy + radius * np.sin(angles[t]) - side / 2))
+        x = int(round(cx + radius * np.cos(angles[t]) - side / 2))
+        y, x = min(max(y, 0), height - side), min(max(x, 0), width - side)
+        frame[y : y + side, x : x + side] = square
+        video[t] = frame
+    return video
+
+
 def _count_for_split(num_per_class: int | Mapping[str, int], split: str) -> int:
     if isinstance(num_per_class, Mapping):
         return int(num_per_class[split])
@@ -242,7 +326,7 @@ def make_motion_dataset(
     gop_size: int = 8,
     max_b_frames: int = 2,
 ) -> SyntheticSplits:
-    """Write a labelled motion-direction video dataset.
+    """Write a labelled motion video dataset: directions (:data:`MOTION_CLASSES`) or orbits (:data:`ORBIT_CLASSES`).
 
     Layout (class-per-folder per split, plus ``path label`` list files that the list-file dataset reads)::
 
@@ -259,7 +343,7 @@ def make_motion_dataset(
         size: ``(H, W)``, both even.
         fps: frame rate written into the container.
         seed: everything (positions, textures, noise) is a function of the seed.
-        classes: motion directions to use, in label order.
+        classes: class names in label order: motion directions, or orbit classes (ORBIT_CLASSES).
         splits: split names; each gets its own folder and list file.
         codec: ``"h264"`` (``.mp4``) or ``"vp9"`` (``.webm``).
 
@@ -270,7 +354,7 @@ def make_motion_dataset(
     root.mkdir(parents=True, exist_ok=True)
     extension = _CODECS[codec][1]
     class_names = list(classes)
-    (root / "classes.txt").write_text("".join(f"{name}\n" for name in class_names))
+    atomic_write_text(root / "classes.txt", "".join(f"{name}\n" for name in class_names))
     list_files: dict[str, Path] = {}
     for split_index, split in enumerate(splits):
         lines: list[str] = []
@@ -278,7 +362,8 @@ def make_motion_dataset(
             for video_index in range(_count_for_split(num_videos_per_class, split)):
                 # One independent stream per video so that adding splits or classes does not change others.
                 rng = np.random.default_rng([seed, split_index, label, video_index])
-                frames = make_motion_frames(name, num_frames=num_frames, size=size, rng=rng)
+                render = make_orbit_frames if name in ORBIT_CLASSES else make_motion_frames
+                frames = render(name, num_frames=num_frames, size=size, rng=rng)
                 relative = Path(split) / name / f"{name}_{video_index:05d}{extension}"
                 write_video(
                     root / relative,
@@ -289,8 +374,7 @@ def make_motion_dataset(
                     max_b_frames=max_b_frames,
                 )
                 lines.append(f"{relative.as_posix()} {label}\n")
-        list_file = root / f"{split}.txt"
-        list_file.write_text("".join(lines))
+        list_file = atomic_write_text(root / f"{split}.txt", "".join(lines))
         list_files[split] = list_file
     return SyntheticSplits(paths=list_files, classes=class_names)
 
@@ -354,3 +438,100 @@ def make_image_dataset(
                 )
         split_dirs[split] = root / split
     return SyntheticSplits(paths=split_dirs, classes=class_names)
+
+
+# ------------------------------------------------------------------------------------ generated data roots
+
+SYNTHETIC_MARKER = "synthetic.json"
+
+
+class SyntheticRootError(ValueError):
+    """A folder that cannot receive a generated set: it holds files this library did not write."""
+
+
+def _generated_files(kind: str, counts: Mapping[str, int], classes: Sequence[str], extension: str) -> list[str]:
+    """Relative paths of every file a generator writes for these settings (what a re-generation replaces)."""
+    files = [] if kind == "shapes" else ["classes.txt"]
+    for split, count in counts.items():
+        if kind != "shapes":
+            files.append(f"{split}.txt")
+        for name in classes:
+            files += [f"{split}/{name}/{name}_{i:05d}{extension}" for i in range(count)]
+    return files
+
+
+def prepare_synthetic_root(
+    root: str | os.PathLike[str],
+    settings: Mapping[str, object],
+    dataset_files: Sequence[str] = (),
+) -> str:
+    """Generate a synthetic set into ``root`` unless it is already there; never overwrite a foreign file.
+
+    ``settings``: ``kind`` (``motion``, ``orbit`` or ``shapes``), ``num_per_class``, ``num_val_per_class``,
+    ``num_frames``, ``size``, ``fps``, ``seed``. The marker ``root/synthetic.json`` records the settings and
+    the files written, so a second call with the same settings reuses them, and one with other settings
+    replaces exactly those files. A root is used as follows:
+
+    * missing or empty: generated, returns ``"generated"``;
+    * holding this library's marker: reused (``"reused"``) or regenerated (``"generated"``);
+    * holding all of ``dataset_files`` (e.g. a user's ``train.txt`` and ``val.txt``) but no marker: a dataset
+      of the user's own, left untouched, returns ``"existing"``;
+    * anything else: :class:`SyntheticRootError` naming the folder (writing there could destroy data).
+    """
+    root = Path(root)
+    kind = str(settings["kind"])
+    marker = root / SYNTHETIC_MARKER
+    record = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()}
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise SyntheticRootError(f"{marker} is damaged; delete the folder {root} to generate the set again")
+        # Markers of earlier versions hold the settings only; their files follow from the settings.
+        old_settings = previous.get("settings", previous)
+        if old_settings == record and previous.get("complete", True):
+            return "reused"
+        old_files = previous.get("files")
+        if old_files is None:
+            old_files = _synthetic_layout(old_settings)
+        for relative in old_files:  # only what this library wrote there
+            (root / relative).unlink(missing_ok=True)
+    elif root.exists():
+        if not root.is_dir():
+            raise SyntheticRootError(f"data.root {str(root)!r} is a file, not a folder")
+        if dataset_files and all((root / f).exists() for f in dataset_files):
+            return "existing"
+        present = sorted(p.name for p in root.iterdir())
+        if present:
+            shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+            raise SyntheticRootError(
+                f"data.root {str(root)!r} is not empty ({shown}) and holds no set generated by hiera-video "
+                f"(no {SYNTHETIC_MARKER}): refusing to generate the synthetic set there, which would overwrite "
+                "files it did not write. Give an empty or new folder for the generated set, or train on the "
+                f"data in that folder with data.synthetic=null (it needs {', '.join(dataset_files) or 'list files'})"
+            )
+    files = _synthetic_layout(record)
+    root.mkdir(parents=True, exist_ok=True)
+    # Written first: a generation killed half-way is recognised as ours next time and redone.
+    atomic_write_text(marker, json.dumps({"settings": record, "files": files, "complete": False}))
+    counts = {"train": int(record["num_per_class"]), "val": int(record["num_val_per_class"])}
+    size = (int(record["size"][0]), int(record["size"][1]))
+    if kind == "shapes":
+        make_image_dataset(root, num_images_per_class=counts, size=size, seed=int(record["seed"]))
+    else:
+        make_motion_dataset(root, num_videos_per_class=counts, num_frames=int(record["num_frames"]), size=size,
+                            fps=float(record["fps"]), seed=int(record["seed"]), classes=_classes_of(kind))
+    atomic_write_text(marker, json.dumps({"settings": record, "files": files, "complete": True}))
+    return "generated"
+
+
+def _classes_of(kind: str) -> tuple[str, ...]:
+    return {"motion": MOTION_CLASSES, "orbit": ORBIT_CLASSES, "shapes": SHAPE_CLASSES}[kind]
+
+
+def _synthetic_layout(settings: Mapping[str, object]) -> list[str]:
+    kind = str(settings.get("kind", "motion"))
+    counts = {"train": int(settings["num_per_class"]), "val": int(settings["num_val_per_class"])}
+    return _generated_files(kind, counts, _classes_of(kind), ".png" if kind == "shapes" else ".mp4")

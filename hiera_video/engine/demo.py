@@ -23,8 +23,11 @@ from hiera_video.config import Config, demo_config
 __all__ = ["run_demo"]
 
 
-def run_demo(cfg: Config | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Run the demo job; returns the result of :func:`~hiera_video.engine.train.train` plus ``seconds``."""
+def run_demo(cfg: Config | None = None, threads: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo job; returns the result of :func:`~hiera_video.engine.train.train` plus ``seconds``.
+
+    ``overwrite``: start again in a run folder that holds an earlier demo run (its generated data is kept).
+    """
     from hiera_video.engine.train import train
 
     cfg = cfg if cfg is not None else demo_config()
@@ -32,7 +35,7 @@ def run_demo(cfg: Config | None = None, threads: int | None = None) -> dict[str,
         torch.set_num_threads(threads)
     start = time.time()
     print(f"hiera-video demo: run folder {cfg.run_dir} (generated data in {cfg.run_dir / 'data'})", flush=True)
-    out = train(cfg)
+    out = train(cfg, overwrite=overwrite)
     seconds = time.time() - start
     m = out["metrics"]
     classes = ", ".join(out["class_names"]) if "class_names" in out else ""

@@ -110,15 +110,17 @@ class MAETask:
         return metrics
 
 
-def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dict[str, Any]:
+def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """MAE-pretrain ``cfg.model.name`` (an ``mae_*`` model) on the training split.
+
+    ``resume`` / ``overwrite`` as in :func:`hiera_video.engine.train.train`.
 
     Returns ``{"run_dir", "metrics" (last epoch), "state", "train_losses", "seconds", "model_dir"}``;
     ``model_dir`` holds the final weights (``save_pretrained``), loadable into the classifier.
     """
-    cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",))
+    resume_path = resolve_resume(resume, cfg.run_dir)  # before anything is written: a bad resume stops here
+    cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",), resume=resume, overwrite=overwrite)
     log = get_logger(info.is_main)
-    resume_path = resolve_resume(resume, run_dir)
     train_set = build.build_dataset(cfg, "train", train=True)
     val_set = None
     has_val = cfg.data.kind == "image" or (Path(cfg.data.root) / cfg.data.val_list).is_file()

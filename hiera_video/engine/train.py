@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hiera_video.config import Config, save_config
+from hiera_video.config import Config, ConfigError, save_config, validate
 from hiera_video.engine import build
 from hiera_video.engine.checkpoint import load_checkpoint, resolve_resume
 from hiera_video.engine.distributed import DistInfo, barrier, broadcast_module, init_distributed
@@ -35,7 +35,7 @@ from hiera_video.engine.evaluate import EvalResult, evaluate, write_report
 from hiera_video.engine.logging import get_logger
 from hiera_video.engine.loop import LoopState, autocast_context, fit
 
-__all__ = ["SupervisedTask", "seed_everything", "setup_run", "single_frame", "train"]
+__all__ = ["SupervisedTask", "check_run_folder", "seed_everything", "setup_run", "single_frame", "train"]
 
 
 def seed_everything(seed: int) -> None:
@@ -53,11 +53,57 @@ def single_frame(x: torch.Tensor) -> torch.Tensor:
     return x[..., :1, :, :].expand_as(x).contiguous()
 
 
-def setup_run(cfg: Config, job: build.Job, splits: tuple[str, ...]) -> tuple[Config, DistInfo, Path]:
-    """Checks, process group, synthetic data, run folder and resolved config. Cheap checks come first."""
+# What a run writes into its folder. The generated data (``data/``, the demo's default root) is not a run output:
+# it is reused by a new run and never deleted.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "curves.png", "model", "tensorboard", "recon", "config.yaml",
+               "eval_metrics.json", "eval_confusion.png")
+
+
+def previous_run_outputs(run_dir: Path) -> list[str]:
+    """The outputs of an earlier run found in ``run_dir`` (empty folders do not count)."""
+    found = []
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name)
+    return found
+
+
+def check_run_folder(run_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """A new run must not write into an earlier run's folder: that would mix two runs' checkpoints, best
+    model and metrics. Refuse unless resuming; ``overwrite`` deletes the earlier outputs first."""
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues the run in its folder and --overwrite deletes it: give one of them")
+    found = previous_run_outputs(run_dir)
+    if resume is not None or not found:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"the run folder {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, "
+            "start another one with a new run.name=..., or delete its outputs and start again with --overwrite"
+        )
+    import shutil
+
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    get_logger().info("--overwrite: deleted the earlier run's %s in %s", ", ".join(found), run_dir)
+
+
+def setup_run(
+    cfg: Config, job: build.Job, splits: tuple[str, ...], resume: str | None = None, overwrite: bool = False
+) -> tuple[Config, DistInfo, Path]:
+    """Checks, process group, synthetic data, run folder and resolved config. Cheap checks come first.
+
+    ``resume`` / ``overwrite`` say what may happen to an existing run folder (:func:`check_run_folder`).
+    """
+    validate(cfg, job)
     build.check_config(cfg, job, splits)
     info = init_distributed(cfg.train.device)
     run_dir = cfg.run_dir
+    if info.is_main:
+        check_run_folder(run_dir, resume, overwrite)
+    barrier()
     if cfg.data.synthetic is not None:
         if info.is_main:
             cfg = build.prepare_synthetic(cfg, run_dir / "data")
@@ -175,20 +221,23 @@ def train(
     cfg: Config,
     resume: str | None = None,
     on_step: Callable[[LoopState, float, nn.Module], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a classifier as ``cfg`` says; see the module docstring for the outputs.
 
     Args:
         resume: ``None``, ``"auto"`` (the run's latest checkpoint), a run folder or a checkpoint file.
         on_step: called after every optimizer step (hooks, tests).
+        overwrite: delete an earlier run's outputs in the run folder first (without it, and without
+            ``resume``, a run folder that holds a run is refused).
 
     Returns:
         ``{"run_dir", "metrics" (final evaluation), "best_metric", "state", "train_losses", "seconds",
         "eval_files", "model_dir"}``.
     """
-    cfg, info, run_dir = setup_run(cfg, "train", ("train", "val"))
+    resume_path = resolve_resume(resume, cfg.run_dir)  # before anything is written: a bad resume stops here
+    cfg, info, run_dir = setup_run(cfg, "train", ("train", "val"), resume=resume, overwrite=overwrite)
     log = get_logger(info.is_main)
-    resume_path = resolve_resume(resume, run_dir)
     class_names = build.read_class_names(cfg)
     num_classes = len(class_names)
     train_set = build.build_dataset(cfg, "train", train=True, class_names=class_names)
