@@ -91,7 +91,7 @@ def test_1_synthetic_set_never_overwrites_a_users_files(tmp_path, caplog):
     fresh.mkdir()
     build.prepare_synthetic(_synthetic_cfg(fresh), tmp_path / "unused")
     listed = (fresh / "train.txt").read_text()
-    assert len(listed.splitlines()) == 4 and (fresh / "synthetic.json").is_file()
+    assert len(listed.splitlines()) == 8 and (fresh / "synthetic.json").is_file()  # 8 directions x 1
     stamp = (fresh / "train.txt").stat().st_mtime_ns
     build.prepare_synthetic(_synthetic_cfg(fresh), tmp_path / "unused")
     assert (fresh / "train.txt").stat().st_mtime_ns == stamp
@@ -99,7 +99,7 @@ def test_1_synthetic_set_never_overwrites_a_users_files(tmp_path, caplog):
     # Other settings regenerate: only the files generated before are replaced, a user's addition stays.
     (fresh / "my_notes.txt").write_text("mine")
     build.prepare_synthetic(_synthetic_cfg(fresh, num_per_class=2), tmp_path / "unused")
-    assert len((fresh / "train.txt").read_text().splitlines()) == 8
+    assert len((fresh / "train.txt").read_text().splitlines()) == 16
     assert (fresh / "my_notes.txt").read_text() == "mine"
 
 
