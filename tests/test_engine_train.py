@@ -32,7 +32,7 @@ def motion_root(tmp_path_factory) -> Path:
 def motion_config(root: Path, out: Path, name: str, *overrides: str):
     return apply_overrides(demo_config(), [
         f"data.root={root}", "data.synthetic=null", f"run.output_dir={out}", f"run.name={name}",
-        "train.epochs=5", "train.progress=false", "train.tensorboard=false", *overrides,
+        "train.epochs=4", "train.progress=false", "train.tensorboard=false", *overrides,
     ])
 
 
@@ -63,11 +63,11 @@ def test_run_folder_holds_every_output(motion_run, motion_root):
         assert (run / name).is_file(), name
     # The saved config is the resolved one and loads back.
     saved = load_config(run / "config.yaml")
-    assert saved.data.root == str(motion_root) and saved.train.epochs == 5
+    assert saved.data.root == str(motion_root) and saved.train.epochs == 4
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
     val_rows = [r for r in rows if r["kind"] == "val"]
-    assert len(val_rows) == 5 and train_rows and all("lr" in r for r in train_rows)
+    assert len(val_rows) == 4 and train_rows and all("lr" in r for r in train_rows)
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     report = json.loads((run / "eval_metrics.json").read_text())
     assert set(report["per_class_accuracy"]) == {"left", "right", "up", "down"}
@@ -147,18 +147,20 @@ def test_cli_eval_predict_convert_on_the_trained_run(motion_run, motion_root, tm
 
 
 def test_demo_command_prints_its_result_and_keeps_its_run(tmp_path, capsys):
-    """`hiera-video demo` end to end on a shrunken budget: generated turn videos, result line, run folder rules."""
+    """`hiera-video demo` end to end on a shrunken budget: generated videos, result lines, run folder rules."""
     from hiera_video.cli import main
 
     small = ["--output-dir", str(tmp_path), "data.synthetic.num_per_class=2", "data.synthetic.num_val_per_class=1",
+             "data.synthetic.num_frames=8",
              "train.epochs=1", "train.progress=false", "train.tensorboard=false"]
     assert main(["demo", *small]) == 0
     out = capsys.readouterr().out
-    assert "demo accuracy:" in out and "top-1 on 4 held-out videos" in out and "chance 25%" in out
-    assert "right_then_up, up_then_right, left_then_down, down_then_left" in out
+    assert "demo accuracy:" in out and "top-1 on 8 held-out videos" in out and "chance 12%" in out
+    assert "right, down_right, down, down_left, left, up_left, up, up_right" in out
+    assert "learning curve (epoch: val top-1): 1: " in out
     run = tmp_path / "demo"
     marker = run / "data" / "synthetic.json"
-    assert json.loads(marker.read_text())["settings"]["kind"] == "turns"
+    assert json.loads(marker.read_text())["settings"]["kind"] == "motion"
     stamp = marker.stat().st_mtime_ns
     # A second demo into the same folder is refused; --overwrite starts again and reuses the generated data.
     assert main(["demo", *small]) == 2
