@@ -12,7 +12,10 @@ and EMA (:mod:`~hiera_video.engine.loop`). Under ``torchrun`` the same call trai
 
 Outputs in the run folder: ``config.yaml`` (resolved), ``checkpoints/`` (``last.pt``, ``best.pt``, step
 files), ``metrics.jsonl``, ``curves.png``, ``model/`` (the best weights with class names, loadable with
-``hiera_video.create_model(pretrained=...)``), ``eval_metrics.json`` and ``eval_confusion.png``.
+``hiera_video.create_model(pretrained=...)``), ``eval_metrics.json`` and ``eval_confusion.png``. A run folder
+that already holds a run is refused unless the call resumes it (``resume=``) or starts it again
+(``overwrite=True``, which deletes those outputs first), so two runs never mix. Training stops with
+:class:`~hiera_video.engine.loop.TrainingDiverged` when the loss or the weights become non-finite.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ import torch.nn.functional as F
 from hiera_video.config import Config, ConfigError, save_config, validate
 from hiera_video.engine import build
 from hiera_video.engine.checkpoint import load_checkpoint, resolve_resume
-from hiera_video.engine.distributed import DistInfo, barrier, broadcast_module, init_distributed
+from hiera_video.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_module,
+    init_distributed,
+)
 from hiera_video.engine.evaluate import EvalResult, evaluate, write_report
 from hiera_video.engine.logging import get_logger
 from hiera_video.engine.loop import LoopState, autocast_context, fit
@@ -101,14 +110,10 @@ def setup_run(
     build.check_config(cfg, job, splits)
     info = init_distributed(cfg.train.device)
     run_dir = cfg.run_dir
-    if info.is_main:
-        check_run_folder(run_dir, resume, overwrite)
-    barrier()
+    _on_main(info, lambda: check_run_folder(run_dir, resume, overwrite))
     if cfg.data.synthetic is not None:
-        if info.is_main:
-            cfg = build.prepare_synthetic(cfg, run_dir / "data")
-        barrier()
-        cfg = build.prepare_synthetic(cfg, run_dir / "data") if not info.is_main else cfg
+        prepared = _on_main(info, lambda: build.prepare_synthetic(cfg, run_dir / "data"))
+        cfg = prepared if info.is_main else build.prepare_synthetic(cfg, run_dir / "data")
         build.check_data(_without_synthetic(cfg), splits)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +122,23 @@ def setup_run(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return cfg, info, run_dir
+
+
+def _on_main(info: DistInfo, work: Callable[[], Any]) -> Any:
+    """Run ``work`` on rank 0 while the others wait; a ConfigError it raises is raised on every rank.
+
+    (A bare barrier would leave the other ranks waiting forever for a rank 0 that stopped with an error.)
+    """
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = work()
+        except ConfigError as err:
+            error = str(err)
+    error = all_gather_objects(error)[0]
+    if error is not None:
+        raise ConfigError(error)
+    return result
 
 
 def _without_synthetic(cfg: Config) -> Config:
