@@ -70,6 +70,9 @@ _DIRECTIONS: dict[str, tuple[float, float]] = {
     "down_left": (0.5**0.5, -0.5**0.5),
 }
 
+# How far a wrapping square travels over a whole clip, in frame sizes (drawn uniformly per clip).
+_WRAP_TRAVEL = (0.5, 1.0)
+
 _CODECS: dict[str, tuple[str, str]] = {
     # user-facing name -> (PyAV encoder name, default container extension)
     "h264": ("libx264", ".mp4"),
@@ -226,7 +229,7 @@ def make_motion_frames(
         raise ValueError(f"diagonal direction {direction!r} needs wrap=True (a bounded diagonal path runs out of room)")
     if wrap:
         if speed is None:
-            speed = rng.uniform(0.5, 1.0) * min(height, width) / max(num_frames - 1, 1)
+            speed = rng.uniform(*_WRAP_TRAVEL) * min(height, width) / max(num_frames - 1, 1)
         path = np.arange(num_frames)[:, None] * speed * np.array([dy, dx], dtype=np.float64)
         return _render_torus(rng.uniform(0, [height, width]) + path, size, side, rng, noise_std)
     free_extent = (height - side) if dy else (width - side)
