@@ -164,6 +164,7 @@ def test_demo_command_prints_its_result_and_keeps_its_run(tmp_path, capsys):
     stamp = marker.stat().st_mtime_ns
     # A second demo into the same folder is refused; --overwrite starts again and reuses the generated data.
     assert main(["demo", *small]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and "--resume" not in err
     assert main(["demo", "--overwrite", *small]) == 0
     assert marker.stat().st_mtime_ns == stamp and (run / "model" / "config.json").is_file()

@@ -32,9 +32,16 @@ def run_demo(cfg: Config | None = None, threads: int | None = None, overwrite: b
 
     ``overwrite``: start again in a run folder that holds an earlier demo run (its generated data is kept).
     """
-    from hiera_video.engine.train import train
+    from hiera_video.config import ConfigError
+    from hiera_video.engine.train import previous_run_outputs, train
 
     cfg = cfg if cfg is not None else demo_config()
+    earlier = previous_run_outputs(cfg.run_dir)
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"the run folder {cfg.run_dir} already holds a run ({', '.join(earlier)}): run the demo again with "
+            "--overwrite (its generated data is kept and reused), or into another folder with --output-dir DIR"
+        )
     if threads is not None:
         torch.set_num_threads(threads)
     start = time.time()
