@@ -253,12 +253,16 @@ def demo_config() -> Config:
         model=ModelConfig(
             name="hiera_base_16x224",
             drop_path_rate=0.0,
-            # Spatial size 32 = patch stride 4 x mask unit 8. A temporal patch kernel of 7 frames (the
-            # shipped video models use 3): each first-layer token then sees the motion over most of the clip,
-            # which is what lets this small model learn order-of-events tasks (synthetic kind "turns")
-            # at all within a few minutes; plain direction tasks learn as fast with it.
+            # Spatial size 32 = patch stride 4 x mask unit 8. Two changes from the shipped video models, both
+            # for tasks where the order of events is the label (synthetic kind "turns": same motions, other
+            # order), measured on it: a temporal patch kernel of 7 frames (3 in the shipped models), so a
+            # first-layer token sees the motion over most of the clip, and global attention in every stage
+            # (mask-unit attention keeps the first stages within one time step; at 8x8 tokens per frame
+            # global attention costs about the same). Kernel 3 + mask units: 50% (motion without order)
+            # after 20 epochs; kernel 7: 72-78%; kernel 7 + global: 94%. Direction tasks learn as fast.
             overrides={"embed_dim": 32, "num_heads": 1, "depths": [1, 1, 2, 1],
-                       "patch_kernel": [7, 7, 7], "patch_padding": [3, 3, 3]},
+                       "patch_kernel": [7, 7, 7], "patch_padding": [3, 3, 3],
+                       "mask_unit_attn": [False, False, False, False]},
         ),
         data=DataConfig(
             kind="video",
@@ -275,7 +279,7 @@ def demo_config() -> Config:
             batch_size=16,
             num_workers=0,
             synthetic=SyntheticConfig(
-                kind="motion", num_per_class=48, num_val_per_class=16, num_frames=32, size=[32, 32], fps=30.0
+                kind="motion", num_per_class=32, num_val_per_class=16, num_frames=32, size=[32, 32], fps=30.0
             ),
         ),
         aug=AugConfig(label_smoothing=0.0),
@@ -283,7 +287,7 @@ def demo_config() -> Config:
         # (left/down vs right/up) and stalls at 50%.
         optim=OptimConfig(lr=5e-4, min_lr=1e-5, weight_decay=0.05, warmup_epochs=1.0, clip_grad=1.0),
         train=TrainConfig(
-            epochs=10,
+            epochs=20,  # the direction task is learned in ~3; order-of-events tasks need ~20
             precision="fp32",
             device="cpu",
             log_every_steps=5,
