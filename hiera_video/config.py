@@ -258,8 +258,10 @@ def demo_config() -> Config:
             # order), measured on it: a temporal patch kernel of 7 frames (3 in the shipped models), so a
             # first-layer token sees the motion over most of the clip, and global attention in every stage
             # (mask-unit attention keeps the first stages within one time step; at 8x8 tokens per frame
-            # global attention costs about the same). Kernel 3 + mask units: 50% (motion without order)
-            # after 20 epochs; kernel 7: 72-78%; kernel 7 + global: 94%. Direction tasks learn as fast.
+            # global attention costs about the same). Top-1 after 20 epochs (chance 25%, motion without
+            # its order 50%): kernel 3 + mask units 50%; kernel 7: 72-78%; kernel 7 + global attention:
+            # 98%, 94% and 67% in three runs (the order is found in a symmetry-breaking jump whose epoch
+            # varies). Direction tasks learn as fast with these settings.
             overrides={"embed_dim": 32, "num_heads": 1, "depths": [1, 1, 2, 1],
                        "patch_kernel": [7, 7, 7], "patch_padding": [3, 3, 3],
                        "mask_unit_attn": [False, False, False, False]},
