@@ -82,6 +82,13 @@ def _resume_arg(p: argparse.ArgumentParser) -> None:
         "--resume", nargs="?", const="auto", default=None, metavar="PATH",
         help="continue a run: without PATH, from the run folder's latest checkpoint; or a run folder / .pt",
     )
+    _overwrite_arg(p)
+
+
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs in the run folder and start again (without it such a "
+                        "folder is refused, unless --resume)")
 
 
 @subcommand("train", "supervised training / fine-tuning (video or image)")
@@ -95,7 +102,7 @@ def _train(p: argparse.ArgumentParser) -> Handler:
             return _print_config(cfg)
         from hiera_video.engine.train import train
 
-        out = train(cfg, resume=args.resume)
+        out = train(cfg, resume=args.resume, overwrite=args.overwrite)
         print(f"top-1 {100 * out['metrics']['top1']:.2f}%  top-5 {100 * out['metrics']['top5']:.2f}%  "
               f"({out['metrics']['num_videos']} items) -> {out['run_dir']}")
         return 0
@@ -114,7 +121,7 @@ def _pretrain(p: argparse.ArgumentParser) -> Handler:
             return _print_config(cfg)
         from hiera_video.engine.pretrain import pretrain
 
-        out = pretrain(cfg, resume=args.resume)
+        out = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
         print(f"pretraining done -> {out['model_dir']}")
         return 0
 
@@ -163,10 +170,10 @@ def _predict(p: argparse.ArgumentParser) -> Handler:
                                 num_crops=args.num_crops, device=args.device)
         failed = 0
         for r in results:
+            failed += "error" in r
             if args.json:
                 print(json.dumps(r))
             elif "error" in r:
-                failed += 1
                 print(f"{r['path']}: ERROR {r['error']}")
             else:
                 top = "  ".join(f"{label} {100 * prob:.1f}%" for label, prob in r["topk"])
@@ -299,6 +306,7 @@ def _demo(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override the demo config")
     p.add_argument("--output-dir", default=None, help="where the run folder goes (default: runs/)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _overwrite_arg(p)
 
     def run(args: argparse.Namespace) -> int:
         from hiera_video.config import apply_overrides, demo_config
@@ -311,7 +319,7 @@ def _demo(p: argparse.ArgumentParser) -> Handler:
             return _print_config(cfg)
         from hiera_video.engine.demo import run_demo
 
-        run_demo(cfg)
+        run_demo(cfg, overwrite=args.overwrite)
         return 0
 
     return run
@@ -349,21 +357,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_override(token: str) -> bool:
+    return "=" in token and not token.startswith("-") and not Path(token).exists()
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, with ``key=value`` overrides accepted anywhere on the line.
+
+    argparse stops filling the ``overrides`` positional at the first option, so ``train cfg --print-config
+    a.b=c`` would be "unrecognized arguments"; and ``--resume a.b=c`` would take the override as the path.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        resume = getattr(args, "resume", None)
+        if resume is not None and resume != "auto" and _is_override(resume):
+            args.resume = "auto"  # `--resume` without a path, followed by an override
+            args.overrides = [*args.overrides, resume]
+        moved = [t for t in extra if _is_override(t)]
+        args.overrides = [*args.overrides, *moved]
+        extra = [t for t in extra if t not in moved]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hiera-video`` console script (and ``python -m hiera_video``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
         # Configuration mistakes are the user's to fix: one clear line, no traceback.
-        print(f"hiera-video {args.command}: config error: {err}", file=sys.stderr)
+        kind = getattr(err, "kind", "config error")
+        print(f"hiera-video {args.command}: {kind}: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         if args.verbose:
             raise
         print(f"hiera-video {args.command}: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # the loop's TrainingDiverged: the message says where and what to do
+        if args.verbose:
+            raise
+        print(f"hiera-video {args.command}: training stopped: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:
         checkpoint = getattr(err, "checkpoint", None)
         where = f"; checkpoint saved to {checkpoint}, continue with --resume" if checkpoint else ""

@@ -159,3 +159,35 @@ def test_reencode_with_the_ffmpeg_binary(tmp_path: Path, monkeypatch: pytest.Mon
         broken.write_bytes(b"not a video" * 20)
         reencode_video(broken, tmp_path / "never.mp4", EncodeSettings(use_ffmpeg=True))
     assert not (tmp_path / "never.mp4").exists() and not (tmp_path / "never.partial.mp4").exists()
+
+
+def test_turn_clips_differ_only_in_the_order_of_their_motions() -> None:
+    """The demo's task: a square moves one way, then turns. Every frame of every class has the same
+    distribution (uniform position on a torus), and ``right_then_up`` / ``up_then_right`` hold the same
+    motions, so neither one frame nor a bag of frame-to-frame motions tells the classes apart."""
+    from hiera_video.data.synthetic import TURN_CLASSES, make_turn_frames
+
+    def motions(name: str, seed: int) -> list[tuple[int, int]]:
+        """Per frame pair, the sign of the cyclic shift that best maps the square onto the next frame's."""
+        masks = make_turn_frames(name, rng=np.random.default_rng(seed)).min(axis=-1) >= 150
+        shifts = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)]
+        best = [max(shifts, key=lambda s: (np.roll(a, s, axis=(0, 1)) & b).sum()) for a, b in zip(masks, masks[1:])]
+        return [tuple(int(v) for v in np.sign(s)) for s in best]
+
+    unit = {"right": (0, 1), "left": (0, -1), "up": (-1, 0), "down": (1, 0)}
+    for name in TURN_CLASSES:
+        first, second = (unit[d] for d in name.split("_then_"))
+        for seed in range(4):
+            seen = motions(name, seed)
+            assert seen[0] == first and seen[-1] == second, (name, seed, seen)
+            assert set(seen) == {first, second}
+    # Any single frame: the square's position has the same distribution in every class.
+    means = np.stack([
+        np.mean([_bright_centroid(make_turn_frames(name, rng=np.random.default_rng(s))[4]) for s in range(80)], 0)
+        for name in TURN_CLASSES
+    ])
+    assert np.abs(means - means.mean(0)).max() < 3  # pixels, in a 32x32 frame (uniform: mean 15.5, sd 9)
+    assert np.array_equal(make_turn_frames("up_then_right", rng=np.random.default_rng(3)),
+                          make_turn_frames("up_then_right", rng=np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="unknown turn class"):
+        make_turn_frames("sideways_then_up")

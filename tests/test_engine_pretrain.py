@@ -12,8 +12,9 @@ from hiera_video.engine import build
 from hiera_video.engine.pretrain import pretrain
 from hiera_video.engine.train import train
 
-MAE_MODEL = ("{embed_dim: 32, num_heads: 1, depths: [1, 1, 2, 1], decoder_embed_dim: 64, decoder_depth: 1, "
-             "decoder_num_heads: 2}")
+# The demo's encoder (the fine-tune below uses the demo recipe) with a small decoder.
+MAE_MODEL = ("{embed_dim: 32, num_heads: 1, depths: [1, 1, 2, 1], patch_kernel: [7, 7, 7], patch_padding: [3, 3, 3], "
+             "decoder_embed_dim: 64, decoder_depth: 1, decoder_num_heads: 2}")
 
 
 def test_mae_pretraining_then_fine_tuning(tmp_path):

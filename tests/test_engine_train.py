@@ -32,7 +32,7 @@ def motion_root(tmp_path_factory) -> Path:
 def motion_config(root: Path, out: Path, name: str, *overrides: str):
     return apply_overrides(demo_config(), [
         f"data.root={root}", "data.synthetic=null", f"run.output_dir={out}", f"run.name={name}",
-        "train.epochs=3", "train.progress=false", "train.tensorboard=false", *overrides,
+        "train.epochs=4", "train.progress=false", "train.tensorboard=false", *overrides,
     ])
 
 
@@ -63,15 +63,22 @@ def test_run_folder_holds_every_output(motion_run, motion_root):
         assert (run / name).is_file(), name
     # The saved config is the resolved one and loads back.
     saved = load_config(run / "config.yaml")
-    assert saved.data.root == str(motion_root) and saved.train.epochs == 3
+    assert saved.data.root == str(motion_root) and saved.train.epochs == 4
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
     val_rows = [r for r in rows if r["kind"] == "val"]
-    assert len(val_rows) == 3 and train_rows and all("lr" in r for r in train_rows)
+    assert len(val_rows) == 4 and train_rows and all("lr" in r for r in train_rows)
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     report = json.loads((run / "eval_metrics.json").read_text())
     assert set(report["per_class_accuracy"]) == {"left", "right", "up", "down"}
     assert sum(map(sum, report["confusion_matrix"])) == report["num_videos"]
+    # The final evaluation's per-video predictions, one line per video, probabilities over every class.
+    preds = [json.loads(line) for line in (run / "eval_predictions.jsonl").read_text().splitlines()]
+    scored = [p for p in preds if "probs" in p]
+    assert len(scored) == report["num_videos"] and all(len(p["probs"]) == 4 for p in scored)
+    assert all(abs(sum(p["probs"]) - 1) < 1e-4 and p["topk"][0][0] in report["per_class_accuracy"] for p in scored)
+    top1 = sum(p["topk"][0][0] == p["label_name"] for p in scored) / len(scored)
+    assert abs(top1 - report["top1"]) < 1e-6
 
 
 def test_exported_model_and_predict_agree_with_labels(motion_run, motion_root):
@@ -144,3 +151,27 @@ def test_cli_eval_predict_convert_on_the_trained_run(motion_run, motion_root, tm
     converted = create_model(pretrained=str(tmp_path / "converted"))
     original = motion_run["model"].state_dict()
     assert all(torch.equal(v, original[k]) for k, v in converted.state_dict().items())
+
+
+def test_demo_command_prints_its_result_and_keeps_its_run(tmp_path, capsys):
+    """`hiera-video demo` end to end on a shrunken budget: generated videos, result lines, run folder rules."""
+    from hiera_video.cli import main
+
+    small = ["--output-dir", str(tmp_path), "data.synthetic.num_per_class=2", "data.synthetic.num_val_per_class=1",
+             "data.synthetic.num_frames=8",
+             "train.epochs=1", "train.progress=false", "train.tensorboard=false"]
+    assert main(["demo", *small]) == 0
+    out = capsys.readouterr().out
+    assert "demo accuracy:" in out and "top-1 on 8 held-out videos" in out and "chance 12%" in out
+    assert "right, down_right, down, down_left, left, up_left, up, up_right" in out
+    assert "learning curve (epoch: val top-1): 1: " in out
+    run = tmp_path / "demo"
+    marker = run / "data" / "synthetic.json"
+    assert json.loads(marker.read_text())["settings"]["kind"] == "motion"
+    stamp = marker.stat().st_mtime_ns
+    # A second demo into the same folder is refused; --overwrite starts again and reuses the generated data.
+    assert main(["demo", *small]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and "--resume" not in err
+    assert main(["demo", "--overwrite", *small]) == 0
+    assert marker.stat().st_mtime_ns == stamp and (run / "model" / "config.json").is_file()

@@ -11,6 +11,7 @@ import torch
 
 import hiera_video
 from hiera_video.engine.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     atomic_save,
     load_checkpoint,
@@ -89,7 +90,8 @@ def test_atomic_save_and_keep_last(tmp_path):
     assert not list((tmp_path / "ck").glob(".*.tmp"))
     manager.save_best({"step": 20})
     assert load_checkpoint(tmp_path / "ck" / "best.pt")["step"] == 20
-    assert resolve_resume("auto", tmp_path / "nothing") is None
+    with pytest.raises(CheckpointError, match="has no checkpoint to resume from"):  # never a silent fresh start
+        resolve_resume("auto", tmp_path / "nothing")
     with pytest.raises(FileNotFoundError):
         resolve_resume(str(tmp_path / "missing.pt"), tmp_path)
 

@@ -7,7 +7,14 @@ GOPs, colour conversion.
 * :func:`write_video` encodes a ``uint8 [T, H, W, 3]`` RGB array.
 * :func:`make_motion_dataset` writes a labelled video set where the label is the direction in which a bright
   textured square moves over a noisy background. The start position is random, so a single frame carries no
-  information about the label: a model has to look at time to solve it.
+  information about the label: a model has to look at time to solve it. With ``wrap=True`` the square moves
+  on a torus (out one side, in at the other) in one of eight directions (:data:`COMPASS_CLASSES`, the demo's
+  task): every frame of every class then has exactly the same distribution.
+* :func:`make_turn_frames` (classes :data:`TURN_CLASSES`) renders a textured square that moves one way and
+  then turns, e.g. ``right_then_up``; it wraps around the frame edges from a random start, so every frame of
+  every class has the same distribution, and ``right_then_up`` / ``up_then_right`` contain the same motions:
+  only the order of events tells them apart (the embedded demo's task; :func:`make_motion_dataset` writes it
+  with ``classes=TURN_CLASSES``).
 * :func:`make_image_dataset` writes a tiny class-per-folder image set (shape classes) for the 2D configs.
 
 All generators are deterministic for a given seed.
@@ -15,6 +22,7 @@ All generators are deterministic for a given seed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -23,28 +31,47 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hiera_video.fileio import atomic_write_text
+
 __all__ = [
+    "COMPASS_CLASSES",
     "MOTION_CLASSES",
+    "TURN_CLASSES",
     "SHAPE_CLASSES",
     "SyntheticSplits",
     "make_image_dataset",
     "make_motion_dataset",
     "make_motion_frames",
+    "make_turn_frames",
     "make_shape_image",
+    "prepare_synthetic_root",
+    "SyntheticRootError",
     "write_video",
 ]
 
 MOTION_CLASSES: tuple[str, ...] = ("left", "right", "up", "down")
+# The eight directions of the compass rose, clockwise from "right" (the demo's classes, with wrap=True).
+COMPASS_CLASSES: tuple[str, ...] = ("right", "down_right", "down", "down_left", "left", "up_left", "up", "up_right")
 SHAPE_CLASSES: tuple[str, ...] = ("square", "circle", "triangle")
+# Order of events: pairs with the same two motions in the two orders (the demo's task).
+TURN_CLASSES: tuple[str, ...] = ("right_then_up", "up_then_right", "left_then_down", "down_then_left")
 
 # (dy, dx) unit steps for each motion direction, in image coordinates (y grows downwards).
-_DIRECTIONS: dict[str, tuple[int, int]] = {
+_DIRECTIONS: dict[str, tuple[float, float]] = {
     "left": (0, -1),
     "right": (0, 1),
     "up": (-1, 0),
     "down": (1, 0),
     "still": (0, 0),
+    # Diagonals at the same speed (on a torus only: see make_motion_frames).
+    "up_right": (-0.5**0.5, 0.5**0.5),
+    "up_left": (-0.5**0.5, -0.5**0.5),
+    "down_right": (0.5**0.5, 0.5**0.5),
+    "down_left": (0.5**0.5, -0.5**0.5),
 }
+
+# How far a wrapping square travels over a whole clip, in frame sizes (drawn uniformly per clip).
+_WRAP_TRAVEL = (0.5, 1.0)
 
 _CODECS: dict[str, tuple[str, str]] = {
     # user-facing name -> (PyAV encoder name, default container extension)
@@ -171,16 +198,23 @@ def make_motion_frames(
     square_size: int | None = None,
     speed: float | None = None,
     noise_std: float = 8.0,
+    wrap: bool = False,
 ) -> np.ndarray:
     """Render one clip of a textured bright square moving in ``direction`` over a noisy background.
 
     Args:
-        direction: one of ``left``, ``right``, ``up``, ``down`` (or ``still``).
+        direction: one of ``left``, ``right``, ``up``, ``down`` (or ``still``); with ``wrap`` also the
+            diagonals of :data:`COMPASS_CLASSES`.
         num_frames: number of frames ``T``.
         size: ``(H, W)``.
         rng: random generator (start position, textures, noise).
         square_size: side of the square in pixels; default a quarter of the short side.
-        speed: pixels per frame; default so that the square travels about half of the free space.
+        speed: pixels per frame; default so that the square travels about half of the free space (``wrap``:
+            a random 0.5 to 1 frame size over the clip).
+        wrap: the square lives on a torus: it leaves one side and comes back on the other, from a uniformly
+            random start. Its position in every frame is then uniform over the frame whatever the direction:
+            no single frame carries any information about the label (without ``wrap`` the start is drawn so
+            that the trajectory stays inside, which biases the first and last frames slightly).
 
     Returns:
         uint8 array ``[T, H, W, 3]``.
@@ -191,6 +225,13 @@ def make_motion_frames(
     height, width = size
     side = square_size if square_size is not None else max(4, min(height, width) // 4)
     dy, dx = _DIRECTIONS[direction]
+    if "_" in direction and not wrap:
+        raise ValueError(f"diagonal direction {direction!r} needs wrap=True (a bounded diagonal path runs out of room)")
+    if wrap:
+        if speed is None:
+            speed = rng.uniform(*_WRAP_TRAVEL) * min(height, width) / max(num_frames - 1, 1)
+        path = np.arange(num_frames)[:, None] * speed * np.array([dy, dx], dtype=np.float64)
+        return _render_torus(rng.uniform(0, [height, width]) + path, size, side, rng, noise_std)
     free_extent = (height - side) if dy else (width - side)
     steps = max(num_frames - 1, 1)
     if speed is None:
@@ -223,6 +264,60 @@ def make_motion_frames(
     return video
 
 
+def make_turn_frames(
+    name: str,
+    num_frames: int = 8,
+    size: tuple[int, int] = (32, 32),
+    rng: np.random.Generator | None = None,
+    square_size: int | None = None,
+    noise_std: float = 8.0,
+) -> np.ndarray:
+    """Render one clip of a textured square that moves one way, then turns and moves another way.
+
+    ``name`` is ``"<first>_then_<second>"`` with two perpendicular directions of :data:`MOTION_CLASSES`, e.g.
+    ``right_then_up``. The frame of the turn is random in the middle third of the clip, the speed random, and
+    the square lives on a torus (it leaves one side and comes back on the other) from a uniformly random
+    start: its position in any single frame is uniform over the frame for every class. ``right_then_up`` and
+    ``up_then_right`` contain the same two motions; only their order tells them apart.
+
+    Returns:
+        uint8 array ``[T, H, W, 3]``.
+    """
+    first, _, second = name.partition("_then_")
+    if first not in MOTION_CLASSES or second not in MOTION_CLASSES:
+        raise ValueError(f"unknown turn class {name!r}; expected '<direction>_then_<direction>' with directions "
+                         f"from {MOTION_CLASSES}, e.g. one of {TURN_CLASSES}")
+    if num_frames < 3:
+        raise ValueError(f"a turn needs at least 3 frames, got {num_frames}")
+    rng = rng if rng is not None else np.random.default_rng()
+    height, width = size
+    side = square_size if square_size is not None else max(4, min(height, width) // 4)
+    speed = rng.uniform(0.5, 1.0) * min(height, width) / (num_frames - 1)  # 1/2 to 1 frame size per clip
+    turn = int(rng.integers(num_frames // 3, (2 * num_frames) // 3 + 1))  # last frame of the first motion
+    steps = np.array([_DIRECTIONS[first] if t < turn else _DIRECTIONS[second] for t in range(num_frames - 1)])
+    path = np.concatenate([[[0.0, 0.0]], np.cumsum(steps * speed, axis=0)])
+    return _render_torus(rng.uniform(0, [height, width]) + path, size, side, rng, noise_std)
+
+
+def _render_torus(
+    track: np.ndarray, size: tuple[int, int], side: int, rng: np.random.Generator, noise_std: float
+) -> np.ndarray:
+    """Frames of a textured square whose top-left corner follows ``track`` ``[T, (y, x)]`` on a torus."""
+    height, width = size
+    background = rng.integers(0, 120, size=(height, width, 3), dtype=np.uint8)
+    colours = rng.integers(170, 256, size=(2, 3), dtype=np.uint8)
+    checker = (np.add.outer(np.arange(side), np.arange(side)) // 2) % 2
+    square = colours[checker]
+    video = np.empty((len(track), height, width, 3), dtype=np.uint8)
+    for t, (y, x) in enumerate(np.round(track).astype(int)):
+        noise = rng.normal(0.0, noise_std, size=(height, width, 3))
+        frame = np.clip(background.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        rows, cols = (y + np.arange(side)) % height, (x + np.arange(side)) % width  # wraps around the edges
+        frame[np.ix_(rows, cols)] = square
+        video[t] = frame
+    return video
+
+
 def _count_for_split(num_per_class: int | Mapping[str, int], split: str) -> int:
     if isinstance(num_per_class, Mapping):
         return int(num_per_class[split])
@@ -241,8 +336,9 @@ def make_motion_dataset(
     codec: str = "h264",
     gop_size: int = 8,
     max_b_frames: int = 2,
+    wrap: bool = False,
 ) -> SyntheticSplits:
-    """Write a labelled motion-direction video dataset.
+    """Write a labelled motion video dataset: directions (:data:`MOTION_CLASSES`) or turns (:data:`TURN_CLASSES`).
 
     Layout (class-per-folder per split, plus ``path label`` list files that the list-file dataset reads)::
 
@@ -259,9 +355,10 @@ def make_motion_dataset(
         size: ``(H, W)``, both even.
         fps: frame rate written into the container.
         seed: everything (positions, textures, noise) is a function of the seed.
-        classes: motion directions to use, in label order.
+        classes: class names in label order: motion directions, or turns (``"right_then_up"``...).
         splits: split names; each gets its own folder and list file.
         codec: ``"h264"`` (``.mp4``) or ``"vp9"`` (``.webm``).
+        wrap: directions on a torus (see :func:`make_motion_frames`); turns always wrap.
 
     Returns:
         ``SyntheticSplits(paths={split: list_file}, classes=[...])``.
@@ -270,7 +367,7 @@ def make_motion_dataset(
     root.mkdir(parents=True, exist_ok=True)
     extension = _CODECS[codec][1]
     class_names = list(classes)
-    (root / "classes.txt").write_text("".join(f"{name}\n" for name in class_names))
+    atomic_write_text(root / "classes.txt", "".join(f"{name}\n" for name in class_names))
     list_files: dict[str, Path] = {}
     for split_index, split in enumerate(splits):
         lines: list[str] = []
@@ -278,7 +375,10 @@ def make_motion_dataset(
             for video_index in range(_count_for_split(num_videos_per_class, split)):
                 # One independent stream per video so that adding splits or classes does not change others.
                 rng = np.random.default_rng([seed, split_index, label, video_index])
-                frames = make_motion_frames(name, num_frames=num_frames, size=size, rng=rng)
+                if "_then_" in name:
+                    frames = make_turn_frames(name, num_frames=num_frames, size=size, rng=rng)
+                else:
+                    frames = make_motion_frames(name, num_frames=num_frames, size=size, rng=rng, wrap=wrap)
                 relative = Path(split) / name / f"{name}_{video_index:05d}{extension}"
                 write_video(
                     root / relative,
@@ -289,8 +389,7 @@ def make_motion_dataset(
                     max_b_frames=max_b_frames,
                 )
                 lines.append(f"{relative.as_posix()} {label}\n")
-        list_file = root / f"{split}.txt"
-        list_file.write_text("".join(lines))
+        list_file = atomic_write_text(root / f"{split}.txt", "".join(lines))
         list_files[split] = list_file
     return SyntheticSplits(paths=list_files, classes=class_names)
 
@@ -354,3 +453,102 @@ def make_image_dataset(
                 )
         split_dirs[split] = root / split
     return SyntheticSplits(paths=split_dirs, classes=class_names)
+
+
+# ------------------------------------------------------------------------------------ generated data roots
+
+SYNTHETIC_MARKER = "synthetic.json"
+
+
+class SyntheticRootError(ValueError):
+    """A folder that cannot receive a generated set: it holds files this library did not write."""
+
+
+def _generated_files(kind: str, counts: Mapping[str, int], classes: Sequence[str], extension: str) -> list[str]:
+    """Relative paths of every file a generator writes for these settings (what a re-generation replaces)."""
+    files = [] if kind == "shapes" else ["classes.txt"]
+    for split, count in counts.items():
+        if kind != "shapes":
+            files.append(f"{split}.txt")
+        for name in classes:
+            files += [f"{split}/{name}/{name}_{i:05d}{extension}" for i in range(count)]
+    return files
+
+
+def prepare_synthetic_root(
+    root: str | os.PathLike[str],
+    settings: Mapping[str, object],
+    dataset_files: Sequence[str] = (),
+) -> str:
+    """Generate a synthetic set into ``root`` unless it is already there; never overwrite a foreign file.
+
+    ``settings``: ``kind`` (``motion``, ``turns`` or ``shapes``), ``num_per_class``, ``num_val_per_class``,
+    ``num_frames``, ``size``, ``fps``, ``seed``. The marker ``root/synthetic.json`` records the settings and
+    the files written, so a second call with the same settings reuses them, and one with other settings
+    replaces exactly those files. A root is used as follows:
+
+    * missing or empty: generated, returns ``"generated"``;
+    * holding this library's marker: reused (``"reused"``) or regenerated (``"generated"``);
+    * holding all of ``dataset_files`` (e.g. a user's ``train.txt`` and ``val.txt``) but no marker: a dataset
+      of the user's own, left untouched, returns ``"existing"``;
+    * anything else: :class:`SyntheticRootError` naming the folder (writing there could destroy data).
+    """
+    root = Path(root)
+    kind = str(settings["kind"])
+    marker = root / SYNTHETIC_MARKER
+    record = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()}
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise SyntheticRootError(f"{marker} is damaged; delete the folder {root} to generate the set again")
+        # Markers of earlier versions hold the settings only; their files follow from the settings.
+        old_settings = previous.get("settings", previous)
+        if old_settings == record and previous.get("complete", True):
+            return "reused"
+        old_files = previous.get("files")
+        if old_files is None:  # a marker of the first version: four bounded directions
+            old_files = _synthetic_layout(old_settings, legacy=True)
+        for relative in old_files:  # only what this library wrote there
+            (root / relative).unlink(missing_ok=True)
+    elif root.exists():
+        if not root.is_dir():
+            raise SyntheticRootError(f"data.root {str(root)!r} is a file, not a folder")
+        if dataset_files and all((root / f).exists() for f in dataset_files):
+            return "existing"
+        present = sorted(p.name for p in root.iterdir())
+        if present:
+            shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+            raise SyntheticRootError(
+                f"data.root {str(root)!r} is not empty ({shown}) and holds no set generated by hiera-video "
+                f"(no {SYNTHETIC_MARKER}): refusing to generate the synthetic set there, which would overwrite "
+                "files it did not write. Give an empty or new folder for the generated set, or train on the "
+                f"data in that folder with data.synthetic=null (it needs {', '.join(dataset_files) or 'list files'})"
+            )
+    files = _synthetic_layout(record)
+    root.mkdir(parents=True, exist_ok=True)
+    # Written first: a generation killed half-way is recognised as ours next time and redone.
+    atomic_write_text(marker, json.dumps({"settings": record, "files": files, "complete": False}))
+    counts = {"train": int(record["num_per_class"]), "val": int(record["num_val_per_class"])}
+    size = (int(record["size"][0]), int(record["size"][1]))
+    if kind == "shapes":
+        make_image_dataset(root, num_images_per_class=counts, size=size, seed=int(record["seed"]))
+    else:
+        # gop_size 8: a random clip start decodes at most 7 frames it does not use.
+        make_motion_dataset(root, num_videos_per_class=counts, num_frames=int(record["num_frames"]), size=size,
+                            fps=float(record["fps"]), seed=int(record["seed"]), classes=_classes_of(kind), wrap=True)
+    atomic_write_text(marker, json.dumps({"settings": record, "files": files, "complete": True}))
+    return "generated"
+
+
+def _classes_of(kind: str) -> tuple[str, ...]:
+    return {"motion": COMPASS_CLASSES, "turns": TURN_CLASSES, "shapes": SHAPE_CLASSES}[kind]
+
+
+def _synthetic_layout(settings: Mapping[str, object], legacy: bool = False) -> list[str]:
+    kind = str(settings.get("kind", "motion"))
+    counts = {"train": int(settings["num_per_class"]), "val": int(settings["num_val_per_class"])}
+    classes = MOTION_CLASSES if legacy and kind == "motion" else _classes_of(kind)
+    return _generated_files(kind, counts, classes, ".png" if kind == "shapes" else ".mp4")

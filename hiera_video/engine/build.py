@@ -281,11 +281,14 @@ def _looks_remote(source: str) -> bool:
 def prepare_synthetic(cfg: Config, default_root: Path) -> Config:
     """Generate ``cfg.data.synthetic`` into ``data.root`` (default: ``default_root``) unless already there.
 
-    Returns the config with ``data.root`` set. Generation is deterministic in ``synthetic.seed``, so an
-    existing folder with the same settings is reused (a marker file records them).
+    Returns the config with ``data.root`` set. Only an empty folder or one generated before (its marker file
+    records the settings) receives the set; a folder that already holds the configured list files is a
+    dataset of the user's own and is used as it is; anything else is refused with a :class:`ConfigError`
+    (see :func:`hiera_video.data.synthetic.prepare_synthetic_root`).
     """
     import copy
-    import json
+
+    from hiera_video.data.synthetic import SyntheticRootError, prepare_synthetic_root
 
     syn = cfg.data.synthetic
     if syn is None:
@@ -293,19 +296,17 @@ def prepare_synthetic(cfg: Config, default_root: Path) -> Config:
     cfg = copy.deepcopy(cfg)
     root = Path(cfg.data.root) if cfg.data.root is not None else default_root
     cfg.data.root = str(root)
-    marker = root / "synthetic.json"
-    settings = {**syn.__dict__, "size": list(syn.size)}
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
-        return cfg
-    from hiera_video.data import make_image_dataset, make_motion_dataset
+    lists = [cfg.data.train_list, cfg.data.val_list] if cfg.data.kind == "video" else []
+    try:
+        outcome = prepare_synthetic_root(root, {**syn.__dict__, "size": list(syn.size)}, dataset_files=lists)
+    except SyntheticRootError as err:
+        raise ConfigError(str(err)) from err
+    if outcome == "existing":
+        from hiera_video.engine.logging import get_logger
 
-    counts = {"train": syn.num_per_class, "val": syn.num_val_per_class}
-    if syn.kind == "motion":
-        make_motion_dataset(root, num_videos_per_class=counts, num_frames=syn.num_frames,
-                            size=(syn.size[0], syn.size[1]), fps=syn.fps, seed=syn.seed)
-    else:
-        make_image_dataset(root, num_images_per_class=counts, size=(syn.size[0], syn.size[1]), seed=syn.seed)
-    marker.write_text(json.dumps(settings))
+        get_logger().info("data.root %s holds a dataset of your own (%s): using it; nothing generated",
+                          root, ", ".join(lists))
+        cfg.data.synthetic = None
     return cfg
 
 

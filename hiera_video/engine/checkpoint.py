@@ -20,6 +20,7 @@ import random
 import re
 import signal
 import sys
+import zipfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,26 +28,60 @@ from typing import Any
 import numpy as np
 import torch
 
+from hiera_video.config import ConfigError
 from hiera_video.fileio import atomic_save
 
 __all__ = [
+    "CheckpointError",
     "CheckpointManager",
     "GracefulInterrupt",
     "atomic_save",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
+    "is_intact",
 ]
 
 _STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be used (truncated, empty, not a checkpoint); the message names it."""
+
+    kind = "checkpoint error"
+
+
+def is_intact(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a complete torch checkpoint archive (cheap: reads the zip directory only).
+
+    ``torch.save`` writes a zip archive whose directory sits at the end of the file, so a file cut short
+    (a full disk, a copy interrupted) or left empty has no directory and fails here without being loaded.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by this module (tensors and plain containers only)."""
+    """Load a checkpoint written by this module (tensors and plain containers only).
+
+    Raises :class:`CheckpointError` naming the file when it is truncated, empty or not a checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if not is_intact(path):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated, empty or not a torch checkpoint ({path.stat().st_size} bytes) "
+            "and cannot be read; delete it, or use another checkpoint of the run"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"checkpoint {path} is damaged and cannot be read ({type(err).__name__}: {err}); "
+                              "delete it, or use another checkpoint of the run") from err
 
 
 # ---------------------------------------------------------------------------------------------- RNG states
@@ -124,32 +159,62 @@ class CheckpointManager:
         return atomic_save(state, self.directory / "best.pt")
 
     def latest(self) -> Path | None:
-        """The checkpoint to resume from: ``last.pt`` if present, else the newest step file."""
+        """The checkpoint to resume from: ``last.pt`` if intact, else the newest intact step file.
+
+        A damaged file (truncated or empty: a disk filled up, a copy cut short) is skipped with a warning
+        naming it, so ``--resume`` continues from the newest checkpoint that can be read.
+        """
         last = self.directory / "last.pt"
-        if last.is_file():
-            return last
-        files = self.step_files()
-        return files[-1] if files else None
+        candidates = ([last] if last.is_file() else []) + self.step_files()[::-1]
+        for path in candidates:
+            if is_intact(path):
+                if path != candidates[0]:
+                    _warn(f"resuming from {path}, the newest intact checkpoint")
+                return path
+            _warn(f"checkpoint {path} is truncated or damaged ({path.stat().st_size} bytes): skipping it")
+        return None
+
+
+def _warn(message: str) -> None:
+    import logging
+
+    logging.getLogger("hiera_video").warning(message)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     """Which checkpoint ``--resume`` means.
 
-    ``None``: no resume; ``"auto"``: the run's latest checkpoint if any; a folder: its latest; else a file.
+    ``None``: no resume; ``"auto"``: the run's latest intact checkpoint; a folder: its latest; else a file
+    (a damaged ``last.pt`` falls back to the newest intact ``ckpt_*.pt`` beside it). Raises
+    :class:`CheckpointError` when there is nothing to resume from: a resume never silently starts afresh.
     """
     if resume is None:
         return None
     if resume == "auto":
-        return CheckpointManager(run_dir / "checkpoints").latest()
+        found = CheckpointManager(run_dir / "checkpoints").latest()
+        if found is None:
+            raise CheckpointError(
+                f"--resume: the run folder {run_dir} has no checkpoint to resume from "
+                f"({run_dir / 'checkpoints'} is missing, empty or holds only damaged files); "
+                "start the run without --resume (with --overwrite if the folder holds an earlier run's outputs)"
+            )
+        return found
     path = Path(resume)
     if path.is_dir():
         for candidate in (path / "checkpoints", path):
             found = CheckpointManager(candidate).latest()
             if found is not None:
                 return found
-        raise FileNotFoundError(f"--resume {resume}: no checkpoint found in that folder")
+        raise CheckpointError(f"--resume {resume}: no intact checkpoint found in that folder")
     if not path.is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+    if not is_intact(path):
+        _warn(f"checkpoint {path} is truncated or damaged ({path.stat().st_size} bytes)")
+        if path.name == "last.pt":
+            found = CheckpointManager(path.parent).latest()
+            if found is not None:
+                return found
+        raise CheckpointError(f"--resume {resume}: the checkpoint is truncated or damaged and cannot be read")
     return path
 
 

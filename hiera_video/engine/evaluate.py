@@ -279,7 +279,7 @@ def evaluate_run(
     """
     import yaml
 
-    from hiera_video.config import ConfigError, config_to_dict, load_config
+    from hiera_video.config import ConfigError, config_to_dict, load_config, validate
     from hiera_video.engine import build
     from hiera_video.engine.distributed import init_distributed
     from hiera_video.engine.logging import get_logger
@@ -300,6 +300,7 @@ def evaluate_run(
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None), end="")
         return None
     split = cfg.eval.split
+    validate(cfg, "eval")
     build.check_model(cfg, "eval")
     build.check_data(cfg if cfg.data.root is None else _no_synthetic(cfg), (split,))
     if not Path(source).exists():
@@ -307,10 +308,14 @@ def evaluate_run(
     info = init_distributed(cfg.train.device)
     log = get_logger(info.is_main)
     from hiera_video.engine.pipeline import load_model
+    from hiera_video.engine.predict import require_classifier
 
     model, _, names, what = load_model(source, device=info.device, use_ema=cfg.eval.use_ema)
+    require_classifier(model, source)
+    data_names = build.read_class_names(cfg)
+    _check_classes(names, data_names, source, cfg.data.root)
     decode_on = build.decode_device(cfg, info.device)  # data.decode_device: GPU decoding in this process
-    dataset = build.eval_dataset(cfg, split, names, device=decode_on)
+    dataset = build.eval_dataset(cfg, split, data_names, device=decode_on)
     log.info("evaluating %s on %d %s items (%d clips x %d crops, decoded on %s)", what, len(dataset), split,
              cfg.eval.num_clips, cfg.eval.num_crops, decode_on)
     result = evaluate(
@@ -327,6 +332,32 @@ def evaluate_run(
         files = write_report(result, names, out_dir, name=f"eval_{split}")
         files["predictions"] = write_predictions(result, names, Path(out_dir) / "eval_predictions.jsonl", split)
     return {"metrics": result.metrics(), "files": files, "result": result}
+
+
+def _check_classes(model_names: list[str], data_names: list[str], source: str, root: Any) -> None:
+    """The model must score the data's classes: same number, and the same names where both have names.
+
+    A model with more classes would be scored on a subset (top-5 trivially high), one with fewer would index
+    past its outputs; class names in another order would silently permute the labels.
+    """
+    from hiera_video.config import ConfigError
+
+    def named(names: list[str]) -> bool:
+        return any(not n.isdigit() for n in names)
+
+    if len(model_names) != len(data_names):
+        raise ConfigError(
+            f"the model {source} predicts {len(model_names)} classes but the data in {root} has "
+            f"{len(data_names)} ({', '.join(data_names[:6])}{', ...' if len(data_names) > 6 else ''}): evaluate "
+            "it on the dataset it was trained for (data.root=...), or fine-tune a model on these classes"
+        )
+    if named(model_names) and named(data_names) and model_names != data_names:
+        diff = next(i for i, (a, b) in enumerate(zip(model_names, data_names)) if a != b)
+        raise ConfigError(
+            f"the model {source} and the data in {root} name their classes differently (label {diff}: model "
+            f"{model_names[diff]!r}, data {data_names[diff]!r}): the labels would be scored against the wrong "
+            "classes; use the data's classes.txt the model was trained with"
+        )
 
 
 def _no_synthetic(cfg: Any) -> Any:

@@ -41,9 +41,11 @@ from hiera_video.engine.ema import ModelEMA
 from hiera_video.engine.logging import MetricLogger, get_logger, plot_curves, progress
 from hiera_video.engine.optim import CosineWarmupSchedule, build_optimizer
 from hiera_video.engine.sampler import ResumableSampler
+from hiera_video.fileio import remove_stale_temps
 from hiera_video.models.cpu_kernels import resolve_precision
 
-__all__ = ["FitResult", "LoopState", "Task", "TrainingInterrupted", "autocast_context", "fit", "make_loader"]
+__all__ = ["FitResult", "LoopState", "Task", "TrainingDiverged", "TrainingInterrupted", "autocast_context", "fit",
+           "make_loader"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -52,6 +54,35 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint: Path | None) -> None:
         super().__init__(f"interrupted; checkpoint saved to {checkpoint}")
         self.checkpoint = checkpoint
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became NaN / infinite: training stops before anything non-finite is saved."""
+
+
+def _check_finite(loss: torch.Tensor, model: nn.Module, state: LoopState, lr: float, after_step: bool) -> None:
+    """Raise :class:`TrainingDiverged` if ``loss`` (or, after a step, a weight) is not finite.
+
+    Checking the weights after the optimizer step catches an update that blew up (a too-large lr) at the
+    step it happened, before it is checkpointed, evaluated or exported.
+    """
+    step = state.step + 1  # the step being taken (state.step counts the finished ones)
+    hint = (f"lower optim.lr (peak {lr:.3g}) or set optim.clip_grad (e.g. 1.0), and check the data for broken "
+            "inputs; the run's last checkpoint is untouched, so --resume continues from before this step "
+            "(with the lower lr as an override)")
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the training loss is {loss.item()} at epoch {state.epoch + 1}, optimizer step "
+                               f"{step}: {hint}")
+    if after_step:
+        params = [p.detach() for p in model.parameters()]
+        # One reduction and one sync: the sum of the norms is finite exactly when every weight is.
+        if torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
+            return
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(f"optimizer step {step} (epoch {state.epoch + 1}) made weights non-finite "
+                                   f"({', '.join(bad[:3])}"
+                                   f"{', ...' if len(bad) > 3 else ''}): {hint}")
 
 
 @dataclass
@@ -197,6 +228,13 @@ def fit(
     log = get_logger(info.is_main)
     device = info.device
     t_start = time.time()
+    if info.is_main:
+        # A writer killed mid-write (kill -9, power loss) leaves its hidden temporary file behind; nothing else
+        # writes into this run folder now (an existing run folder needs --resume), so they are debris.
+        stale = remove_stale_temps(run_dir / "checkpoints") + remove_stale_temps(run_dir)
+        if stale:
+            log.info("removed %d temporary file(s) left by an interrupted write: %s", len(stale),
+                     ", ".join(p.name for p in stale))
     sampler = ResumableSampler(
         len(train_dataset),
         shuffle=True,
@@ -316,11 +354,7 @@ def fit(
                 with sync:
                     with autocast_context(device, cfg.train.precision):
                         loss, _ = task.loss(step_model, batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss is {loss.item()} at epoch {state.epoch} step {state.step}; "
-                            "lower optim.lr or enable optim.clip_grad"
-                        )
+                    _check_finite(loss, model, state, lr, after_step=False)
                     scaler.scale(loss / cfg.optim.accum_steps).backward()
                 window_loss += loss.detach()
                 window_count += 1
@@ -337,6 +371,7 @@ def fit(
                 schedule.step()
                 if ema is not None:
                     ema.update(model)
+                _check_finite(loss, model, state, lr, after_step=True)
                 state.step += 1
                 step_loss = loss.item()
                 losses.append(step_loss)

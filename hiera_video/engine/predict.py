@@ -20,7 +20,21 @@ import torch
 
 from hiera_video.engine.distributed import resolve_device
 
-__all__ = ["predict_files"]
+__all__ = ["predict_files", "require_classifier"]
+
+
+def require_classifier(model: torch.nn.Module, source: str | Path) -> None:
+    """Refuse a pretraining (MAE) model where a classifier is needed, saying what to do with it instead."""
+    if getattr(model, "arch", "hiera") == "mae_hiera" or getattr(model.config, "num_classes", 1) == 0:
+        from hiera_video.config import ConfigError
+
+        mae = getattr(model, "arch", "") == "mae_hiera"
+        what = "a pretraining (MAE) checkpoint" if mae else "a model without a classifier head"
+        raise ConfigError(
+            f"{source} is {what}: it has no classifier to predict labels with. Fine-tune it on labelled videos "
+            f"first (hiera-video train <config> model.pretrained={source} data.root=<your data>), then use "
+            "that run; or take its encoder's features with hiera-video extract"
+        )
 
 
 @torch.no_grad()
@@ -45,6 +59,7 @@ def predict_files(
         raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
     dev = resolve_device(device)
     model, cfg, names, _ = load_model(model_source, device=dev)
+    require_classifier(model, model_source)
     cfg = copy.deepcopy(cfg) if cfg is not None else config_for_model(model)
     cfg.eval.num_clips, cfg.eval.num_crops = num_clips, num_crops
     pipe = eval_pipeline(cfg)

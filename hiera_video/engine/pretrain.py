@@ -110,15 +110,17 @@ class MAETask:
         return metrics
 
 
-def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None) -> dict[str, Any]:
+def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """MAE-pretrain ``cfg.model.name`` (an ``mae_*`` model) on the training split.
+
+    ``resume`` / ``overwrite`` as in :func:`hiera_video.engine.train.train`.
 
     Returns ``{"run_dir", "metrics" (last epoch), "state", "train_losses", "seconds", "model_dir"}``;
     ``model_dir`` holds the final weights (``save_pretrained``), loadable into the classifier.
     """
-    cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",))
+    resume_path = resolve_resume(resume, cfg.run_dir)  # before anything is written: a bad resume stops here
+    cfg, info, run_dir = setup_run(cfg, "pretrain", ("train",), resume=resume, overwrite=overwrite)
     log = get_logger(info.is_main)
-    resume_path = resolve_resume(resume, run_dir)
     data = build.train_pipeline(cfg)
     train_set = data.dataset
     val_set = build.eval_dataset(cfg, "val", data.class_names) if build.has_split(cfg, "val") else None

@@ -12,7 +12,10 @@ and EMA (:mod:`~hiera_video.engine.loop`). Under ``torchrun`` the same call trai
 
 Outputs in the run folder: ``config.yaml`` (resolved), ``checkpoints/`` (``last.pt``, ``best.pt``, step
 files), ``metrics.jsonl``, ``curves.png``, ``model/`` (the best weights with class names, loadable with
-``hiera_video.create_model(pretrained=...)``), ``eval_metrics.json`` and ``eval_confusion.png``.
+``hiera_video.create_model(pretrained=...)``), ``eval_metrics.json`` and ``eval_confusion.png``. A run folder
+that already holds a run is refused unless the call resumes it (``resume=``) or starts it again
+(``overwrite=True``, which deletes those outputs first), so two runs never mix. Training stops with
+:class:`~hiera_video.engine.loop.TrainingDiverged` when the loss or the weights become non-finite.
 """
 
 from __future__ import annotations
@@ -27,15 +30,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hiera_video.config import Config, save_config
+from hiera_video.config import Config, ConfigError, save_config, validate
 from hiera_video.engine import build
-from hiera_video.engine.checkpoint import load_checkpoint, resolve_resume
-from hiera_video.engine.distributed import DistInfo, barrier, broadcast_module, init_distributed
-from hiera_video.engine.evaluate import EvalResult, evaluate, write_report
+from hiera_video.engine.checkpoint import resolve_resume
+from hiera_video.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_module,
+    init_distributed,
+)
+from hiera_video.engine.evaluate import EvalResult, evaluate, write_predictions, write_report
 from hiera_video.engine.logging import get_logger
 from hiera_video.engine.loop import LoopState, autocast_context, fit
+from hiera_video.engine.pipeline import load_model
 
-__all__ = ["SupervisedTask", "seed_everything", "setup_run", "single_frame", "train"]
+__all__ = ["SupervisedTask", "check_run_folder", "seed_everything", "setup_run", "single_frame", "train"]
 
 
 def seed_everything(seed: int) -> None:
@@ -53,16 +63,58 @@ def single_frame(x: torch.Tensor) -> torch.Tensor:
     return x[..., :1, :, :].expand_as(x).contiguous()
 
 
-def setup_run(cfg: Config, job: build.Job, splits: tuple[str, ...]) -> tuple[Config, DistInfo, Path]:
-    """Checks, process group, synthetic data, run folder and resolved config. Cheap checks come first."""
+# What a run writes into its folder. The generated data (``data/``, the demo's default root) is not a run output:
+# it is reused by a new run and never deleted.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "curves.png", "model", "tensorboard", "recon", "config.yaml",
+               "eval_metrics.json", "eval_confusion.png")
+
+
+def previous_run_outputs(run_dir: Path) -> list[str]:
+    """The outputs of an earlier run found in ``run_dir`` (empty folders do not count)."""
+    found = []
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name)
+    return found
+
+
+def check_run_folder(run_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """A new run must not write into an earlier run's folder: that would mix two runs' checkpoints, best
+    model and metrics. Refuse unless resuming; ``overwrite`` deletes the earlier outputs first."""
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues the run in its folder and --overwrite deletes it: give one of them")
+    found = previous_run_outputs(run_dir)
+    if resume is not None or not found:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"the run folder {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, "
+            "start another one with a new run.name=..., or delete its outputs and start again with --overwrite"
+        )
+    import shutil
+
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    get_logger().info("--overwrite: deleted the earlier run's %s in %s", ", ".join(found), run_dir)
+
+
+def setup_run(
+    cfg: Config, job: build.Job, splits: tuple[str, ...], resume: str | None = None, overwrite: bool = False
+) -> tuple[Config, DistInfo, Path]:
+    """Checks, process group, synthetic data, run folder and resolved config. Cheap checks come first.
+
+    ``resume`` / ``overwrite`` say what may happen to an existing run folder (:func:`check_run_folder`).
+    """
+    validate(cfg, job)
     build.check_config(cfg, job, splits)
     info = init_distributed(cfg.train.device)
     run_dir = cfg.run_dir
+    _on_main(info, lambda: check_run_folder(run_dir, resume, overwrite))
     if cfg.data.synthetic is not None:
-        if info.is_main:
-            cfg = build.prepare_synthetic(cfg, run_dir / "data")
-        barrier()
-        cfg = build.prepare_synthetic(cfg, run_dir / "data") if not info.is_main else cfg
+        prepared = _on_main(info, lambda: build.prepare_synthetic(cfg, run_dir / "data"))
+        cfg = prepared if info.is_main else build.prepare_synthetic(cfg, run_dir / "data")
         build.check_data(_without_synthetic(cfg), splits)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +123,23 @@ def setup_run(cfg: Config, job: build.Job, splits: tuple[str, ...]) -> tuple[Con
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return cfg, info, run_dir
+
+
+def _on_main(info: DistInfo, work: Callable[[], Any]) -> Any:
+    """Run ``work`` on rank 0 while the others wait; a ConfigError it raises is raised on every rank.
+
+    (A bare barrier would leave the other ranks waiting forever for a rank 0 that stopped with an error.)
+    """
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = work()
+        except ConfigError as err:
+            error = str(err)
+    error = all_gather_objects(error)[0]
+    if error is not None:
+        raise ConfigError(error)
+    return result
 
 
 def _without_synthetic(cfg: Config) -> Config:
@@ -176,20 +245,23 @@ def train(
     cfg: Config,
     resume: str | None = None,
     on_step: Callable[[LoopState, float, nn.Module], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a classifier as ``cfg`` says; see the module docstring for the outputs.
 
     Args:
         resume: ``None``, ``"auto"`` (the run's latest checkpoint), a run folder or a checkpoint file.
         on_step: called after every optimizer step (hooks, tests).
+        overwrite: delete an earlier run's outputs in the run folder first (without it, and without
+            ``resume``, a run folder that holds a run is refused).
 
     Returns:
         ``{"run_dir", "metrics" (final evaluation), "best_metric", "state", "train_losses", "seconds",
         "eval_files", "model_dir"}``.
     """
-    cfg, info, run_dir = setup_run(cfg, "train", ("train", "val"))
+    resume_path = resolve_resume(resume, cfg.run_dir)  # before anything is written: a bad resume stops here
+    cfg, info, run_dir = setup_run(cfg, "train", ("train", "val"), resume=resume, overwrite=overwrite)
     log = get_logger(info.is_main)
-    resume_path = resolve_resume(resume, run_dir)
     class_names = build.read_class_names(cfg)
     num_classes = len(class_names)
     data = build.train_pipeline(cfg, class_names)
@@ -213,16 +285,15 @@ def train(
     best = run_dir / "checkpoints" / "best.pt"
     best = best if best.is_file() else result.last_checkpoint
     final_model = model
-    if info.is_main and best is not None and Path(best).is_file():
-        saved = load_checkpoint(best, map_location=info.device)
-        use_ema = cfg.eval.use_ema and "ema" in saved
-        model.load_state_dict(saved["ema"]["module"] if use_ema else saved["model"])
+    if info.is_main and best is not None and Path(best).is_file():  # the one way from a path to a model
+        model.load_state_dict(load_model(best, use_ema=cfg.eval.use_ema).model.state_dict())
     broadcast_module(model)
     final = task.validate(final_model, desc="final eval")
     eval_files: dict[str, Path] = {}
     model_dir = run_dir / "model"
     if info.is_main:
         eval_files = write_report(final, class_names, run_dir, name="eval")
+        eval_files["predictions"] = write_predictions(final, class_names, run_dir / "eval_predictions.jsonl")
         final_model.save_pretrained(str(model_dir))
         log.info(
             "final: top1 %.2f%% top5 %.2f%% on %d items (%d unreadable, excluded); run folder %s",

@@ -124,6 +124,17 @@ class HieraConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         n = self.ndim
+        # Sizes that must be positive: a zero or negative one otherwise fails deep inside torch.
+        for name in ("in_chans", "embed_dim", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes} must be >= 0 (0: no classifier head)")
+        if not self.depths or min(self.depths) < 1:
+            raise ValueError(f"depths={self.depths}: every stage needs at least one block")
+        for name in ("q_stride", "mask_unit_size", "patch_kernel", "patch_stride"):
+            if min(getattr(self, name), default=1) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} entries must be at least 1")
         if n not in (2, 3):
             raise ValueError(f"input_size must be (H, W) or (T, H, W), got {self.input_size}")
         for name in ("q_stride", "mask_unit_size", "patch_kernel", "patch_stride", "patch_padding"):
