@@ -307,8 +307,7 @@ def evaluate_run(
         raise FileNotFoundError(f"checkpoint {source!r} does not exist")
     info = init_distributed(cfg.train.device)
     log = get_logger(info.is_main)
-    from hiera_video.engine.pipeline import load_model
-    from hiera_video.engine.predict import require_classifier
+    from hiera_video.engine.pipeline import load_model, require_classifier
 
     model, _, names, what = load_model(source, device=info.device, use_ema=cfg.eval.use_ema)
     require_classifier(model, source)

@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from hiera_video.config import Config, ConfigError
 
-__all__ = ["EvalPipeline", "LoadedModel", "config_for_model", "eval_pipeline", "eval_sampler_kind", "load_model"]
+__all__ = ["EvalPipeline", "LoadedModel", "config_for_model", "eval_pipeline", "eval_sampler_kind", "load_model",
+           "require_classifier"]
 
 logger = logging.getLogger("hiera_video")
 
@@ -78,6 +79,19 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu", use_em
         names = [str(i) for i in range(model.config.num_classes)]
     model = model.to(device).eval().requires_grad_(False)
     return LoadedModel(model, cfg, names, description)
+
+
+def require_classifier(model: nn.Module, source: str | Path) -> None:
+    """Refuse a pretraining (MAE) model where a classifier is needed, saying what to do with it instead."""
+    if getattr(model, "arch", "hiera") == "mae_hiera" or getattr(model.config, "num_classes", 1) == 0:
+
+        mae = getattr(model, "arch", "") == "mae_hiera"
+        what = "a pretraining (MAE) checkpoint" if mae else "a model without a classifier head"
+        raise ConfigError(
+            f"{source} is {what}: it has no classifier to predict labels with. Fine-tune it on labelled videos "
+            f"first (hiera-video train <config> model.pretrained={source} data.root=<your data>), then use "
+            "that run; or take its encoder's features with hiera-video extract"
+        )
 
 
 def _load_trained(source: Path, use_ema: bool) -> tuple[nn.Module, Config | None, list[str], str]:

@@ -20,21 +20,7 @@ import torch
 
 from hiera_video.engine.distributed import resolve_device
 
-__all__ = ["predict_files", "require_classifier"]
-
-
-def require_classifier(model: torch.nn.Module, source: str | Path) -> None:
-    """Refuse a pretraining (MAE) model where a classifier is needed, saying what to do with it instead."""
-    if getattr(model, "arch", "hiera") == "mae_hiera" or getattr(model.config, "num_classes", 1) == 0:
-        from hiera_video.config import ConfigError
-
-        mae = getattr(model, "arch", "") == "mae_hiera"
-        what = "a pretraining (MAE) checkpoint" if mae else "a model without a classifier head"
-        raise ConfigError(
-            f"{source} is {what}: it has no classifier to predict labels with. Fine-tune it on labelled videos "
-            f"first (hiera-video train <config> model.pretrained={source} data.root=<your data>), then use "
-            "that run; or take its encoder's features with hiera-video extract"
-        )
+__all__ = ["predict_files"]
 
 
 @torch.no_grad()
@@ -53,7 +39,7 @@ def predict_files(
     from hiera_video.data.annotations import IMAGE_EXTENSIONS, VideoRecord
     from hiera_video.data.datasets import VideoDataset
     from hiera_video.engine.evaluate import predict_views
-    from hiera_video.engine.pipeline import config_for_model, eval_pipeline, load_model
+    from hiera_video.engine.pipeline import config_for_model, eval_pipeline, load_model, require_classifier
 
     if num_crops not in (1, 3):
         raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
