@@ -84,7 +84,6 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu", use_em
 def require_classifier(model: nn.Module, source: str | Path) -> None:
     """Refuse a pretraining (MAE) model where a classifier is needed, saying what to do with it instead."""
     if getattr(model, "arch", "hiera") == "mae_hiera" or getattr(model.config, "num_classes", 1) == 0:
-
         mae = getattr(model, "arch", "") == "mae_hiera"
         what = "a pretraining (MAE) checkpoint" if mae else "a model without a classifier head"
         raise ConfigError(

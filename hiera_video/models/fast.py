@@ -67,6 +67,7 @@ __all__ = [
     "disabled",
     "enabled",
     "is_enabled",
+    "layer_norm",
     "linear",
     "mlp",
     "set_enabled",
@@ -220,6 +221,11 @@ def weight(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if p.dtype == dtype:
         return p
     return _cached(p, ("cast", dtype), lambda: p.detach().to(dtype))
+
+
+def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """Inference ``norm(x)`` in ``x``'s dtype (the compute dtype), with the affine parameters cast once."""
+    return F.layer_norm(x, norm.normalized_shape, weight(norm.weight, x.dtype), weight(norm.bias, x.dtype), norm.eps)
 
 
 def _packed(lin: nn.Linear, dtype: torch.dtype) -> torch.Tensor:

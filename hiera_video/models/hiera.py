@@ -231,16 +231,13 @@ class HieraBlock(nn.Module):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
-        dt = x.dtype
-        n1, n2 = self.norm1, self.norm2
-        x_norm = F.layer_norm(x, n1.normalized_shape, fast.weight(n1.weight, dt), fast.weight(n1.bias, dt),
-                              n1.eps)
+        x_norm = fast.layer_norm(x, self.norm1)
         if self.dim != self.dim_out:
             x = fast.linear(x_norm, self.proj)
             s = self.attn.q_stride
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
         x = self.attn.forward_fast(x_norm, residual=x)
-        h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
+        h = fast.layer_norm(x, self.norm2)
         return fast.mlp(h, self.mlp, residual=x)
 
 

@@ -108,10 +108,7 @@ class HieraDetBlock(HieraBlock):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
-        dt = x.dtype
-        n1, n2 = self.norm1, self.norm2
-        x_norm = F.layer_norm(x, n1.normalized_shape, fast.weight(n1.weight, dt), fast.weight(n1.bias, dt),
-                              n1.eps)
+        x_norm = fast.layer_norm(x, self.norm1)
         if self.dim != self.dim_out:
             x = fast.linear(x_norm, self.proj)
             x = max_pool(x, self.q_stride) if self.q_stride else x
@@ -122,7 +119,7 @@ class HieraDetBlock(HieraBlock):
         else:
             y = fast.linear(self.attn._attend(fast.linear(tokens, self.attn.qkv)), self.attn.proj)
             x = x + self._unwindows(y, grid, x.shape[1:3])
-        h = F.layer_norm(x, n2.normalized_shape, fast.weight(n2.weight, dt), fast.weight(n2.bias, dt), n2.eps)
+        h = fast.layer_norm(x, self.norm2)
         return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
 
     def _windows(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
