@@ -21,11 +21,8 @@ _SIZES = {
     "large": dict(embed_dim=144, num_heads=2, depths=(2, 6, 36, 4)),
     "huge": dict(embed_dim=256, num_heads=4, depths=(2, 6, 36, 4)),
 }
-# The original release's checkpoints, for reference in `pretrained_urls` (never downloaded implicitly).
-_URL = "https://dl.fbaipublicfiles.com/hiera/{}.pth"
-
-# name -> (architecture, config fields, published checkpoints)
-_REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {}
+# name -> (architecture, config fields). Where weights are published: `sources.pretrained_sources` (one listing).
+_REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
 def config_class(arch: str) -> type[HieraConfig]:
@@ -33,28 +30,21 @@ def config_class(arch: str) -> type[HieraConfig]:
     return HieraDetConfig if arch == "hieradet" else HieraConfig
 
 
-def register_model(name: str, arch: str, checkpoints: dict[str, str] | None = None, **fields: Any) -> None:
+def register_model(name: str, arch: str, **fields: Any) -> None:
     """Add a named configuration. ``arch`` is ``"hiera"`` (classifier), ``"mae_hiera"`` (MAE) or ``"hieradet"``
-    (SAM 2's trunk) (the keys of `factory.ARCHITECTURES`); ``checkpoints``: tag -> URL of published weights,
-    for `pretrained_urls`."""
+    (SAM 2's trunk) (the keys of `factory.ARCHITECTURES`)."""
     config_class(arch)(**fields)  # validate now, not at first use
-    _REGISTRY[name] = (arch, fields, checkpoints or {})
+    _REGISTRY[name] = (arch, fields)
 
 
 for _size, _f in _SIZES.items():
-    register_model(f"hiera_{_size}_224", "hiera", {
-        "mae_in1k_ft_in1k": _URL.format(f"hiera_{_size}_224"), "mae_in1k": _URL.format(f"mae_hiera_{_size}_224")},
-        **_f)
+    register_model(f"hiera_{_size}_224", "hiera", **_f)
     # MAE pretraining pools only twice: the last two stages share the mask-unit resolution.
-    register_model(f"mae_hiera_{_size}_224", "mae_hiera", {"mae_in1k": _URL.format(f"mae_hiera_{_size}_224")},
-                   q_pool=2, **_f)
+    register_model(f"mae_hiera_{_size}_224", "mae_hiera", q_pool=2, **_f)
 for _size in ("base", "base_plus", "large", "huge"):
     _f = {**_SIZES[_size], **_VIDEO}
-    register_model(f"hiera_{_size}_16x224", "hiera", {
-        "mae_k400_ft_k400": _URL.format(f"hiera_{_size}_16x224"),
-        "mae_k400": _URL.format(f"mae_hiera_{_size}_16x224")}, **_f)
-    register_model(f"mae_hiera_{_size}_16x224", "mae_hiera", {"mae_k400": _URL.format(f"mae_hiera_{_size}_16x224")},
-                   q_pool=2, **_f)
+    register_model(f"hiera_{_size}_16x224", "hiera", **_f)
+    register_model(f"mae_hiera_{_size}_16x224", "mae_hiera", q_pool=2, **_f)
 
 # timm's abswin models (timm/models/hiera.py `hiera_small_abswin_256` / `hiera_base_abswin_256`): LayerScale
 # 1e-5 on both branches; the small one widens without a projection (`use_expand_proj=False`); timm builds both
@@ -108,16 +98,11 @@ def model_arch(name: str) -> str:
     return _entry(name)[0]
 
 
-def registered_checkpoints(name: str) -> dict[str, str]:
-    """Tag -> URL given to `register_model` for this name."""
-    return dict(_entry(name)[2])
-
-
 def is_registered(name: str) -> bool:
     return name in _REGISTRY
 
 
-def _entry(name: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+def _entry(name: str) -> tuple[str, dict[str, Any]]:
     if name not in _REGISTRY:
         import difflib
 

@@ -22,7 +22,7 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .registry import _entry, list_models, registered_checkpoints
+from .registry import _entry, list_models
 
 CC_BY_NC = "CC-BY-NC-4.0"
 APACHE = "Apache-2.0"
@@ -56,6 +56,7 @@ def _build() -> list[PretrainedSource]:
         name, dashed = f"hiera_{size}_224", size.replace("_", "-")
         add(name, "mae_in1k_ft_in1k", orig.format(name), "original", CC_BY_NC)
         add(f"mae_{name}", "mae_in1k", orig.format(f"mae_{name}"), "original", CC_BY_NC)
+        add(name, "mae_in1k", orig.format(f"mae_{name}"), "original", CC_BY_NC)  # encoder init (fresh head)
         add(name, "mae_in1k_ft_in1k", f"facebook/{name}.mae_in1k_ft_in1k", "original", CC_BY_NC)
         add(f"mae_{name}", "mae_in1k", f"facebook/{name}.mae_in1k", "original", CC_BY_NC)
         add(name, "mae_in1k_ft_in1k", f"facebook/hiera-{dashed}-224-in1k-hf", "hf", CC_BY_NC)
@@ -66,6 +67,7 @@ def _build() -> list[PretrainedSource]:
         name = f"hiera_{size}_16x224"
         add(name, "mae_k400_ft_k400", orig.format(name), "original", CC_BY_NC)
         add(f"mae_{name}", "mae_k400", orig.format(f"mae_{name}"), "original", CC_BY_NC)
+        add(name, "mae_k400", orig.format(f"mae_{name}"), "original", CC_BY_NC)  # encoder init (fresh head)
         add(name, "mae_k400_ft_k400", f"facebook/{name}.mae_k400_ft_k400", "original", CC_BY_NC)
         add(f"mae_{name}", "mae_k400", f"facebook/{name}.mae_k400", "original", CC_BY_NC)
     for tag in ("sbb2_e200_in12k_ft_in1k", "sbb2_pd_e200_in12k_ft_in1k", "sbb2_e200_in12k", "sbb2_pd_e200_in12k"):
@@ -101,8 +103,6 @@ def pretrained_urls(name: str | None = None) -> dict[str, str] | dict[str, dict[
     urls = {s.tag: s.location for s in _SOURCES if s.model == name and not s.is_hub_id}
     if not urls and not any(s.model == name for s in _SOURCES):
         _entry(name)  # unknown names raise with a hint
-    if name in list_models():
-        urls = {**registered_checkpoints(name), **urls}
     return urls
 
 
