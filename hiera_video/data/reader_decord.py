@@ -10,6 +10,7 @@ import torch
 
 from hiera_video.data.reader_base import VideoReader, VideoReadError, VideoSource, first_line, plan_frames, rewound
 from hiera_video.data.reader_probe import probe_stream
+from hiera_video.data.reader_pyav import PyAVCrossCheck
 
 __all__ = ["DecordVideoReader"]
 
@@ -17,7 +18,7 @@ __all__ = ["DecordVideoReader"]
 _SEQUENTIAL_CHUNK = 32
 
 
-class DecordVideoReader(VideoReader):
+class DecordVideoReader(PyAVCrossCheck, VideoReader):
     """decord backend (``decord.VideoReader`` with one decode thread).
 
     decord numbers frames by counting them after a seek to a key frame, and takes key frame positions from
@@ -67,7 +68,6 @@ class DecordVideoReader(VideoReader):
         if unsafe not in ("raise", "sequential"):
             raise ValueError(f"unsafe must be 'raise' or 'sequential', got {unsafe!r}")
         self._decord_reader: Any = None
-        self._checker: Any = None
         self._check_corruption = check_corruption
         self._short_side, self._num_threads = short_side, num_threads
         probe = probe_stream(source, self.path)
@@ -113,20 +113,10 @@ class DecordVideoReader(VideoReader):
             raise VideoReadError(self.path, f"decord returned frames of shape {batch.shape}")
         return batch
 
-    def _check(self, indices: np.ndarray) -> None:
-        if not self._check_corruption:
-            return
-        if self._checker is None:
-            from hiera_video.data.reader_pyav import PyAVVideoReader
-
-            self._checker = PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path, convert=False)
-        for frame in self._checker.check_frames(indices):
-            self._note_corrupt(frame, "see the PyAV check")
-
     def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
         if self._decord_reader is None:
             raise VideoReadError(self.path, "reader is closed")
-        self._check(indices)
+        self._cross_check(indices)
         if not self._sequential_only:
             return torch.from_numpy(self._get_batch(indices.tolist()))
         # Exact on any file: decode consecutive chunks from frame 0 (decord never seeks between consecutive
@@ -148,8 +138,5 @@ class DecordVideoReader(VideoReader):
         if reader is not None:
             self._decord_reader = None
             del reader  # frees the native decoder and its read-ahead buffers now
-        checker = getattr(self, "_checker", None)
-        if checker is not None:
-            self._checker = None
-            checker.close()
+        self._close_checker()
         self._release_source()

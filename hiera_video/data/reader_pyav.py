@@ -348,3 +348,31 @@ class PyAVVideoReader(VideoReader):
             self._frames_iterator = None
             container.close()
         self._release_source()
+
+
+class PyAVCrossCheck:
+    """Damage detection for backends that expose no corruption flags (decord, torchcodec).
+
+    With ``check_corruption`` every read is repeated by a `PyAVVideoReader` without RGB conversion (about one
+    extra decode), whose corrupt-frame flags and FFmpeg error log name the damaged frames; they are raised or
+    counted under the reader's ``on_corrupt`` policy. Mixed into a `VideoReader` that sets
+    ``_check_corruption`` and ``_source``.
+    """
+
+    _checker: PyAVVideoReader | None = None
+    _check_corruption: bool = True
+
+    def _pyav_checker(self) -> PyAVVideoReader:
+        if self._checker is None:
+            self._checker = PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path, convert=False)
+        return self._checker
+
+    def _cross_check(self, indices: np.ndarray) -> None:
+        if self._check_corruption:
+            for frame in self._pyav_checker().check_frames(indices):
+                self._note_corrupt(frame, "see the PyAV check")
+
+    def _close_checker(self) -> None:
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.close()

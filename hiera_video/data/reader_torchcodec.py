@@ -21,6 +21,7 @@ from hiera_video.data.reader_base import (
     rewound,
 )
 from hiera_video.data.reader_probe import StreamInfo, quarter_turns
+from hiera_video.data.reader_pyav import PyAVCrossCheck
 
 __all__ = ["TorchCodecVideoReader", "cuda_decoding_available", "torchcodec_installed"]
 
@@ -46,7 +47,7 @@ def cuda_decoding_available() -> bool:
     return torch.cuda.is_available() and torchcodec_installed()
 
 
-class TorchCodecVideoReader(VideoReader):
+class TorchCodecVideoReader(PyAVCrossCheck, VideoReader):
     """torchcodec backend: ``VideoDecoder(seek_mode="exact")``, which scans the file on open and returns frame
     ``i`` in presentation order, bitwise equal to PyAV's frames on every test file (both convert with
     libswscale's default YUV → RGB).
@@ -90,7 +91,6 @@ class TorchCodecVideoReader(VideoReader):
         if not is_local_path(source) and not isinstance(source, bytes):
             self._source = source = bytes(rewound(source).read())
         self._decoder: Any = None
-        self._checker: Any = None
         self._check_corruption = check_corruption
         self._device = self._choose_device(device)
         try:
@@ -143,9 +143,7 @@ class TorchCodecVideoReader(VideoReader):
         native = quarter_turns(float(metadata.rotation or 0))
         if self._check_corruption:
             # The damage checker opens the file with PyAV anyway: its header also gives the rotate tag.
-            if self._checker is None:
-                self._checker = self._make_checker()
-            info = self._checker._info
+            info = self._pyav_checker()._info
         else:  # torchcodec's metadata: size after its rotation, pixel aspect ratio (0: unknown); no tags
             quarter = native in (90, 270)
             sar = metadata.pixel_aspect_ratio or 1
@@ -160,11 +158,6 @@ class TorchCodecVideoReader(VideoReader):
         size = plan.decode_size[::-1] if native in (90, 270) else plan.decode_size
         return decoder([Resize(tuple(size))], "exact")
 
-    def _make_checker(self) -> Any:
-        from hiera_video.data.reader_pyav import PyAVVideoReader
-
-        return PyAVVideoReader(self._source, on_corrupt=self.on_corrupt, name=self.path, convert=False)
-
     @property
     def device(self) -> torch.device:
         return self._device
@@ -172,11 +165,7 @@ class TorchCodecVideoReader(VideoReader):
     def _read_sorted_unique(self, indices: np.ndarray) -> torch.Tensor:
         if self._decoder is None:
             raise VideoReadError(self.path, "reader is closed")
-        if self._check_corruption:
-            if self._checker is None:
-                self._checker = self._make_checker()
-            for frame in self._checker.check_frames(indices):
-                self._note_corrupt(frame, "see the PyAV check")
+        self._cross_check(indices)
         try:
             return self._decoder.get_frames_at(indices.tolist()).data
         except (RuntimeError, ValueError, IndexError) as error:
@@ -199,8 +188,5 @@ class TorchCodecVideoReader(VideoReader):
 
     def close(self) -> None:
         self._decoder = None
-        checker = getattr(self, "_checker", None)
-        if checker is not None:
-            self._checker = None
-            checker.close()
+        self._close_checker()
         self._release_source()
