@@ -51,6 +51,7 @@ import contextlib
 import os
 import weakref
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -61,6 +62,7 @@ from hiera_video.models import cpu_kernels
 __all__ = [
     "FORCE_ONEDNN",
     "MIN_ACTIVATION",
+    "RowOrder",
     "active",
     "clear_cache",
     "compute_dtype",
@@ -216,8 +218,20 @@ def _cached(p: torch.Tensor, key: tuple, make) -> torch.Tensor:
     return entry[key]
 
 
-def weight(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``p`` (a weight or bias) in ``dtype``: the parameter itself when it already is, else a cached cast."""
+class RowOrder(NamedTuple):
+    """A fixed reordering of a linear's output features: output ``j`` is the checkpoint's ``index[j]``.
+
+    ``name`` identifies the order in the weight cache (one name, one index)."""
+
+    name: str
+    index: torch.Tensor
+
+
+def weight(p: torch.Tensor, dtype: torch.dtype, rows: RowOrder | None = None) -> torch.Tensor:
+    """``p`` (a weight or bias) in ``dtype`` with its rows in ``rows`` order: the parameter itself when
+    nothing changes, else a cached cast / reordered copy."""
+    if rows is not None:
+        return _cached(p, ("rows", rows.name, dtype), lambda: p.detach().to(dtype)[rows.index].contiguous())
     if p.dtype == dtype:
         return p
     return _cached(p, ("cast", dtype), lambda: p.detach().to(dtype))
@@ -228,32 +242,33 @@ def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     return F.layer_norm(x, norm.normalized_shape, weight(norm.weight, x.dtype), weight(norm.bias, x.dtype), norm.eps)
 
 
-def _packed(lin: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+def _packed(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None = None) -> torch.Tensor:
     """The linear's weight reordered once into oneDNN's blocked GEMM layout (as Inductor's freezing does).
 
     The blocked layout does not depend on the batch size in practice; the hint only picks the first
     primitive, so a fixed one is used and the packed weight serves every input shape.
     """
     w = lin.weight
-    return _cached(
-        w, ("packed", dtype), lambda: torch.ops.mkldnn._reorder_linear_weight(w.detach().to(dtype), 1024)
-    )
+    key = ("packed", dtype) if rows is None else ("packed", dtype, rows.name)
+    return _cached(w, key, lambda: torch.ops.mkldnn._reorder_linear_weight(weight(w, dtype, rows).detach(), 1024))
 
 
 def linear(
-    x: torch.Tensor, lin: nn.Linear, act: str = "none", residual: torch.Tensor | None = None
+    x: torch.Tensor, lin: nn.Linear, act: str = "none", residual: torch.Tensor | None = None,
+    rows: RowOrder | None = None,
 ) -> torch.Tensor:
     """``act(lin(x))`` or ``lin(x) + residual``: one oneDNN GEMM with the bias/act/add in its epilogue, or
     ``F.linear`` (+ GELU / add) where that was measured faster for this shape on this CPU.
 
     ``x`` must already be in the compute dtype; ``act`` is ``"none"`` or ``"gelu"`` (erf GELU, as nn.GELU);
-    ``residual`` (same shape as the output, contiguous) is added after the bias.
+    ``residual`` (same shape as the output, contiguous) is added after the bias; ``rows`` reorders the
+    output features (weights and bias permuted once and cached, see `RowOrder`).
     """
     dt = x.dtype
-    b = None if lin.bias is None else weight(lin.bias, dt)
+    b = None if lin.bias is None else weight(lin.bias, dt, rows)
 
     def onednn() -> torch.Tensor:
-        w = _packed(lin, dt)
+        w = _packed(lin, dt, rows)
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, b, "add")
         if act == "gelu":
@@ -261,7 +276,7 @@ def linear(
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
     def regular() -> torch.Tensor:
-        y = F.linear(x, weight(lin.weight, dt), b)
+        y = F.linear(x, weight(lin.weight, dt, rows), b)
         if residual is not None:
             return y.add_(residual)  # = residual + y (the regular path's sum), one pass, no new buffer
         return F.gelu(y) if act == "gelu" else y
@@ -343,11 +358,15 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+def train_linear(x: torch.Tensor, lin: nn.Linear, rows: RowOrder | None = None) -> torch.Tensor:
     """``lin(x)`` for fp32 CPU training (see `train_active`): `_OneDNNLinear` where, for this shape, its
     forward + input-gradient GEMMs were measured at least `TRAIN_MARGIN` faster than ``F.linear``'s (the
-    weight gradient is the same ``torch.mm`` in both), else ``F.linear``."""
+    weight gradient is the same ``torch.mm`` in both), else ``F.linear``. ``rows`` reorders the output
+    features (a differentiable row gather of the weight and bias on every call: they change every step)."""
     w, b = lin.weight, lin.bias
+    if rows is not None:
+        w = w.index_select(0, rows.index)
+        b = None if b is None else b.index_select(0, rows.index)
     use = FORCE_ONEDNN
     if use is None:
         key = cpu_kernels.shape_key("train", x, lin.in_features, lin.out_features)

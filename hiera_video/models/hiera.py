@@ -154,25 +154,56 @@ class MaskUnitAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears."""
-        qkv = fast.train_linear(x, self.qkv) if onednn else self.qkv(x)
-        x = self._attend(qkv)
-        return fast.train_linear(x, self.proj) if onednn else self.proj(x)
+        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears
+        (which also compute qkv in the copy-free head-major order, see `_attend`)."""
+        if onednn:
+            x = self._attend(fast.train_linear(x, self.qkv, rows=self.head_major_rows()), head_major=True)
+            return fast.train_linear(x, self.proj)
+        return self.proj(self._attend(self.qkv(x)))
 
-    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Inference-only `forward` + ``residual`` (see `fast`): the bias and the residual add run in the
-        GEMM epilogues. ``x`` is in the compute dtype."""
-        return fast.linear(self._attend(fast.linear(x, self.qkv)), self.proj, residual=residual)
+    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference-only `forward` (+ ``residual``; see `fast`): the bias and the residual add run in the
+        GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype."""
+        return fast.linear(self.attend_fast(x), self.proj, residual=residual)
 
-    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``qkv`` ``[B, N, 3 * dim_out]`` -> attention output ``[B, N // q_stride, dim_out]`` (before proj)."""
+    def attend_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference ``x`` -> attention output before ``proj`` (the fast path's qkv GEMM, head-major)."""
+        return self._attend(fast.linear(x, self.qkv, rows=self.head_major_rows()), head_major=True)
+
+    def head_major_rows(self) -> fast.RowOrder:
+        """qkv's output features reordered from ``(3, heads, head_dim)`` to ``(heads, 3, head_dim)``.
+
+        Why: with that order the ``[windows, heads]`` pair of every q, k and v has one common stride, so
+        mask-unit attention is a plain 4-D strided view with ``windows * heads`` heads (no copy of q, k and
+        v), and the fused attention kernel writes its output in token order (no copy back). The weight and
+        bias rows are permuted once (cached by `fast`), never in the state dict.
+        """
+        order = self.__dict__.get("_head_major")
+        if order is None:
+            with torch.inference_mode(False):  # a normal tensor: training's row gather saves it for backward
+                idx = torch.arange(3 * self.dim_out).view(3, self.heads, self.head_dim).transpose(0, 1).flatten()
+            order = self.__dict__["_head_major"] = fast.RowOrder(f"head_major{self.heads}", idx)
+        return order
+
+    def _attend(self, qkv: torch.Tensor, head_major: bool = False) -> torch.Tensor:
+        """``qkv`` ``[B, N, 3 * dim_out]`` -> attention output ``[B, N // q_stride, dim_out]`` (before proj).
+
+        Token ``n = l * nw + w``: the ``nw`` windows are the trailing block of the unrolled order. qkv's
+        features are ``(3, heads, head_dim)`` (the checkpoint's order), or ``(heads, 3, head_dim)`` when
+        ``head_major`` (`head_major_rows`).
+        """
         B, N, _ = qkv.shape
         nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         L, h, hd = N // nw, self.heads, self.head_dim
-        # Token n = l * nw + w (windows are the trailing block of the unrolled order).
+        if head_major:  # [B, L, nw, h, 3, hd] -> 3 x [B, nw * h, L, hd]: a view, (nw, h) share one stride
+            q, k, v = qkv.view(B, L, nw, h, 3, hd).permute(4, 0, 2, 3, 1, 5).reshape(3, B, nw * h, L, hd)
+            if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
+                q = q.view(B, nw * h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
+            # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd]: the fused kernel's output is already laid out so
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
         qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
         q, k, v = qkv.unbind(0)
-        if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
+        if self.q_stride > 1:
             q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
         x = F.scaled_dot_product_attention(q, k, v)
         # [B * nw, h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]

@@ -117,7 +117,7 @@ class HieraDetBlock(HieraBlock):
             B, H, W, C = x.shape
             x = self.attn.forward_fast(tokens, residual=x.reshape(B, H * W, C)).view(B, H, W, C)
         else:
-            y = fast.linear(self.attn._attend(fast.linear(tokens, self.attn.qkv)), self.attn.proj)
+            y = self.attn.forward_fast(tokens)
             x = x + self._unwindows(y, grid, x.shape[1:3])
         h = fast.layer_norm(x, self.norm2)
         return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
