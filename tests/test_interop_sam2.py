@@ -254,7 +254,7 @@ def test_cpu_fast_paths_equal_the_regular_path(monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     model.train()
     train_linear = fast.train_linear
-    monkeypatch.setattr(fast, "train_linear", lambda *a: calls.append(2) or train_linear(*a))
+    monkeypatch.setattr(fast, "train_linear", lambda *a, **k: calls.append(2) or train_linear(*a, **k))
     grads = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
     assert calls.count(2) == 4 * len(model.blocks) + 3
     with fast.disabled():

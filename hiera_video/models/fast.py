@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -72,6 +73,7 @@ __all__ = [
     "layer_norm",
     "linear",
     "mlp",
+    "per_sample_chunks",
     "set_enabled",
     "supported",
     "train_active",
@@ -88,6 +90,7 @@ MIN_ACTIVATION = 0
 # oneDNN (where the kernel probe passed), e.g. to test both kernels on any CPU.
 FORCE_ONEDNN: bool | None = None
 TRAIN_MARGIN = 1.03  # oneDNN training linears must be this much faster than F.linear to be used
+INFER_MARGIN = 1.0
 _FP32 = "onednn_fp32_linear"
 
 # Per-parameter cache of weights converted for the fast path. It lives here, not on the module, so that
@@ -99,7 +102,9 @@ _CACHE: dict[int, tuple[weakref.ref, dict]] = {}
 
 
 def clear_cache() -> None:
-    """Drop every cached packed / cast weight (they are rebuilt on the next fast-path call)."""
+    """Drop every cached packed / cast weight (they are rebuilt on the next fast-path call) and this
+    thread's scratch buffers."""
+    _SCRATCH.__dict__.pop("bufs", None)
     for _, entry in list(_CACHE.values()):
         entry.clear()
         entry["stamp"] = None
@@ -253,16 +258,35 @@ def _packed(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None = None) ->
     return _cached(w, key, lambda: torch.ops.mkldnn._reorder_linear_weight(weight(w, dtype, rows).detach(), 1024))
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread buffer of ``shape`` reused by every call that asks for it (see `linear`'s ``scratch``)."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    key = (shape, dtype)
+    if key not in bufs:
+        with torch.inference_mode(False):  # a normal tensor: usable both in and outside inference mode
+            bufs[key] = torch.empty(shape, dtype=dtype)
+    return bufs[key]
+
+
 def linear(
     x: torch.Tensor, lin: nn.Linear, act: str = "none", residual: torch.Tensor | None = None,
-    rows: RowOrder | None = None,
+    rows: RowOrder | None = None, scratch: bool = False, consume_residual: bool = False,
 ) -> torch.Tensor:
     """``act(lin(x))`` or ``lin(x) + residual``: one oneDNN GEMM with the bias/act/add in its epilogue, or
-    ``F.linear`` (+ GELU / add) where that was measured faster for this shape on this CPU.
+    the regular MKL GEMM (``addmm``, + GELU / add) where that was measured faster for this shape on this CPU.
 
     ``x`` must already be in the compute dtype; ``act`` is ``"none"`` or ``"gelu"`` (erf GELU, as nn.GELU);
     ``residual`` (same shape as the output, contiguous) is added after the bias; ``rows`` reorders the
     output features (weights and bias permuted once and cached, see `RowOrder`).
+
+    Two promises from the caller let the regular path skip a pass over fresh memory (the MKL GEMM has no
+    epilogue: ``F.linear`` first copies the bias into a newly allocated output, and a new buffer's pages
+    are faulted in on first touch): ``scratch`` -- the result is consumed before the next ``scratch`` call
+    of this thread (an MLP's hidden activation), so it may live in a reused per-thread buffer;
+    ``consume_residual`` -- the caller gives ``residual`` up, so the GEMM may accumulate into it in place.
     """
     dt = x.dtype
     b = None if lin.bias is None else weight(lin.bias, dt, rows)
@@ -275,26 +299,42 @@ def linear(
             return torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
-    def regular() -> torch.Tensor:
-        y = F.linear(x, weight(lin.weight, dt, rows), b)
+    def regular(in_place: bool = False) -> torch.Tensor:
+        w = weight(lin.weight, dt, rows)
+        if residual is not None and consume_residual:  # residual + x @ W^T, then + b
+            r2, x2 = residual.view(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1])
+            # In place once measured; while measuring (several calls on one residual) into a new buffer,
+            # with the same arithmetic, so the measuring call's output equals every later one bitwise.
+            out = r2.addmm_(x2, w.t()) if in_place else torch.addmm(r2, x2, w.t())
+            return (out if b is None else out.add_(b)).view(residual.shape)
+        if scratch:
+            x2 = x.reshape(-1, x.shape[-1])
+            out = _scratch((x2.shape[0], w.shape[0]), dt)
+            y = (torch.mm(x2, w.t(), out=out) if b is None else torch.addmm(b, x2, w.t(), out=out))
+            y = y.view(*x.shape[:-1], w.shape[0])
+        else:
+            y = F.linear(x, w, b)
         if residual is not None:
             return y.add_(residual)  # = residual + y (the regular path's sum), one pass, no new buffer
-        return F.gelu(y) if act == "gelu" else y
+        return torch.ops.aten.gelu_(y) if act == "gelu" else y  # in place: y is ours, no new buffer
 
     use = FORCE_ONEDNN
     if use is None:
         key = cpu_kernels.shape_key("infer", x, lin.in_features, lin.out_features, act, residual is not None)
         use = cpu_kernels.cached_choice(key)
-        if use is None:  # first call with this shape: measure both, keep the faster (and its output)
-            return cpu_kernels.choose(key, regular, onednn, 1.0)[1]
-    return onednn() if use else regular()
+        if use is None:  # first call with this shape: measure both (never in place), keep the faster
+            return cpu_kernels.choose(key, regular, onednn, INFER_MARGIN)[1]
+    return onednn() if use else regular(in_place=True)
 
 
 MLP_CHUNK_ROWS = 2048  # rows per chunk of `mlp`: the chunk's hidden activation (rows x 4C) stays in cache
 
 
-def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor) -> torch.Tensor:
+def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor, consume_residual: bool = False) -> torch.Tensor:
     """Inference ``m.fc2(gelu(m.fc1(h))) + residual`` (`linear` twice), or the same over row chunks.
+
+    The hidden activation is `linear`'s ``scratch`` (consumed by fc2 at once); ``consume_residual``: the
+    caller gives ``residual`` up (`linear`), so the result may be written into it.
 
     Why chunks: at Hiera's first stage the MLP's hidden activation is large (hiera_base_224 batch 8: 25088 x
     384 floats, 38 MB) and each of its elements costs only 2 x 96 FLOPs in each GEMM, so writing it out and
@@ -304,19 +344,23 @@ def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor) -> torch.Tensor:
     `linear`'s kernel (only for more than 4 chunks' worth of rows).
     """
 
-    def full() -> torch.Tensor:
-        return linear(linear(h, m.fc1, act="gelu"), m.fc2, residual=residual)
+    def two(h_: torch.Tensor, r_: torch.Tensor, consume: bool) -> torch.Tensor:
+        hidden = linear(h_, m.fc1, act="gelu", scratch=True)
+        return linear(hidden, m.fc2, residual=r_, consume_residual=consume)
 
     rows = h.numel() // h.shape[-1]
     if rows <= 4 * MLP_CHUNK_ROWS:
-        return full()
+        return two(h, residual, consume_residual)
+
+    def full() -> torch.Tensor:
+        return two(h, residual, False)  # not in place: the measurement runs both variants on one residual
 
     def chunked() -> torch.Tensor:
         h2, r2 = h.reshape(rows, -1), residual.reshape(rows, -1)
         out = torch.empty_like(r2)
         for s in range(0, rows, MLP_CHUNK_ROWS):
             e = s + MLP_CHUNK_ROWS
-            out[s:e] = linear(linear(h2[s:e], m.fc1, act="gelu"), m.fc2, residual=r2[s:e])
+            out[s:e] = two(h2[s:e], r2[s:e], False)
         return out.view_as(residual)
 
     key = cpu_kernels.shape_key("mlp", h, m.fc1.in_features, m.fc1.out_features)
@@ -324,6 +368,43 @@ def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor) -> torch.Tensor:
     if use is None:
         return cpu_kernels.choose(key, full, chunked, 1.0)[1]
     return chunked() if use else full()
+
+
+SAMPLE_CHUNK_ROWS = 8192  # rows (samples x tokens) per chunk of `per_sample_chunks`
+
+
+def per_sample_chunks(fn, x: torch.Tensor, key: tuple) -> torch.Tensor:
+    """Inference ``fn(x)`` for a function that treats each sample of ``x`` ``[B, N, C]`` on its own (a
+    Hiera block: LayerNorm, attention within a sample, MLP), or the same over chunks of samples.
+
+    Why: at Hiera's first stages one block's intermediates are tens of MB for a batch (hiera_base_224 batch
+    8, first stage: qkv 29 MB, 58 MB at the stage transition). Such buffers are above glibc's mmap
+    threshold, so each is freshly mapped and every page is faulted in on first touch (~0.6 ms per MB,
+    several times the cost of writing it), then evicted from cache before the next op reads it. Run on
+    ``SAMPLE_CHUNK_ROWS`` rows at a time, they are small, reused by the allocator and cache-resident
+    (measured on an Intel Xeon with AMX, 2 threads: the stage-transition block 81 -> 57 ms). Samples are
+    independent, so the result is the same to float rounding. Whether to chunk is decided per ``key`` by
+    measurement (`cpu_kernels.choose`), like `linear`'s kernel.
+    """
+    B = x.shape[0]
+    per = max(1, SAMPLE_CHUNK_ROWS // max(1, x.numel() // (B * x.shape[-1])))
+    if B <= per:
+        return fn(x)
+
+    def chunked() -> torch.Tensor:
+        first = fn(x[:per])
+        out = first.new_empty((B, *first.shape[1:]))
+        out[:per] = first
+        for s in range(per, B, per):
+            out[s:s + per] = fn(x[s:s + per])
+        return out
+
+    full_key = cpu_kernels.shape_key("samples", x, *key)
+    use = cpu_kernels.cached_choice(full_key)
+    if use is None:
+        # A whole block is 10-100 ms here: a larger budget than a GEMM's gives up to 5 timed calls each.
+        return cpu_kernels.choose(full_key, lambda: fn(x), chunked, 1.0, budget=0.25)[1]
+    return chunked() if use else fn(x)
 
 
 class _OneDNNLinear(torch.autograd.Function):
