@@ -406,3 +406,65 @@ def test_chunked_mlp_matches_regular_path(chunk, kernel, monkeypatch):
         assert calls[0] > (100 if chunk else 0)
     for a, b in zip([out[0], *out[1]], [ref[0], *ref[1]]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("q_stride", "window", "mask_unit"), [(1, 16, True), (4, 4, True), (1, 0, False),
+                                                               (4, 0, False)])
+def test_head_major_attention_equals_the_checkpoint_order(q_stride, window, mask_unit):
+    """`_attend` on qkv in head-major order (a copy-free strided view) equals the checkpoint order's."""
+    from hiera_video.models.hiera import MaskUnitAttention
+
+    attn = MaskUnitAttention(32, 48, heads=3, q_stride=q_stride, window_size=window, use_mask_unit_attn=mask_unit)
+    qkv = torch.randn(2, 256, 3 * 48)
+    rows = attn.head_major_rows()
+    assert sorted(rows.index.tolist()) == list(range(3 * 48))  # a permutation
+    want = attn._attend(qkv)
+    got = attn._attend(qkv[..., rows.index], head_major=True)
+    assert got.shape == want.shape == (2, 256 // q_stride, 48)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the state dict keeps the checkpoint order: nothing of the reordering is saved
+    assert set(attn.state_dict()) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_blocks_over_sample_chunks_match_regular_path(chunked, kernel, monkeypatch):
+    """Whole blocks run over chunks of samples (where measured faster) give the unchunked result."""
+    model, x = make("image")
+    x = torch.cat([x, x.flip(0), x * 0.5])  # 6 samples
+    with torch.inference_mode(), fast.disabled():
+        ref = model.forward_intermediates(x)
+    monkeypatch.setattr(fast, "SAMPLE_CHUNK_ROWS", 1)  # one sample per chunk
+    real = cpu_kernels.cached_choice
+    monkeypatch.setattr(cpu_kernels, "cached_choice", lambda key: chunked if key[0] == "samples" else real(key))
+    blocks = [0]
+    orig = type(model.blocks[0])._forward_fast
+
+    def spy(self, h):
+        blocks[0] += 1
+        return orig(self, h)
+
+    monkeypatch.setattr(type(model.blocks[0]), "_forward_fast", spy)
+    with torch.inference_mode():
+        out = model.forward_intermediates(x)
+    if FP32_OK:
+        assert blocks[0] == len(model.blocks) * (6 if chunked else 1)
+    for a, b in zip([out[0], *out[1]], [ref[0], *ref[1]]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_reused_buffers_never_leak_into_results_or_inputs(kernel):
+    """The MKL path's per-thread scratch (MLP hidden, qkv) and in-place residual never alias what a call
+    returns or what it was given: a second call leaves the first call's outputs and its input untouched."""
+    model, x = make("image")
+    x0 = x.clone()
+    with torch.inference_mode():
+        first = model.forward_intermediates(x)
+        kept = [first[0].clone(), *[s.clone() for s in first[1]]]
+        second = model.forward_intermediates(x * -1.0)
+    assert torch.equal(x, x0)
+    for a, b in zip([first[0], *first[1]], kept):
+        assert torch.equal(a, b)
+    assert not torch.equal(second[0], first[0])
+    with torch.inference_mode(), fast.disabled():
+        ref = model.forward_intermediates(x)
+    torch.testing.assert_close(first[0], ref[0], rtol=0, atol=1e-5)
