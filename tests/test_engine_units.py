@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import math
 import random
 
@@ -59,6 +61,28 @@ def test_param_groups_layer_decay_and_no_weight_decay():
         assert by_name[name]["weight_decay"] == 0.05, name
     opt = build_optimizer(model, lr=1e-3, weight_decay=0.05, layer_decay=0.5)
     assert {g["lr"] for g in opt.param_groups} == {1e-3 * g["lr_scale"] for g in opt.param_groups}
+
+
+def test_build_optimizer_is_fused_and_equals_the_foreach_update():
+    """The engines' AdamW runs PyTorch's fused kernel on CPU; its steps equal the plain foreach AdamW's."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3))
+    twin = copy.deepcopy(model)
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.05)
+    assert all(g["fused"] for g in opt.param_groups)
+    ref = torch.optim.AdamW([{"params": [p for n, p in twin.named_parameters() if p.ndim > 1], "weight_decay": 0.05},
+                             {"params": [p for n, p in twin.named_parameters() if p.ndim <= 1],
+                              "weight_decay": 0.0}], lr=1e-2, foreach=True)
+    x = torch.randn(5, 8)
+    start = model[0].weight.detach().clone()
+    for _ in range(3):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            m(x).square().sum().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert (model[0].weight - start).abs().min() > 0  # every weight moved
 
 
 def test_cosine_schedule_with_warmup():

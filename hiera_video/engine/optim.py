@@ -82,7 +82,13 @@ def build_optimizer(
         del g["names"]  # names are for inspection only; AdamW would copy them into its state dict
     if len(betas) != 2:
         raise ValueError(f"optim.betas needs two values, got {list(betas)}")
-    return torch.optim.AdamW(groups, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps)
+    params = [p for g in groups for p in g["params"]]
+    # PyTorch's fused AdamW (one kernel per parameter instead of a dozen foreach passes): measured on an
+    # Intel Xeon, 2 threads, hiera_base's 51M parameters: 40 ms per step against 150 ms. It exists for CPU
+    # and CUDA floating-point parameters; the update is the same formula (equal to float rounding).
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps,
+                             fused=fused or None)
 
 
 class CosineWarmupSchedule:
