@@ -67,6 +67,7 @@ def test_tiny_run_structure(bench, tmp_path):
     by = {(r["config"]["precision"], r["config"]["mode"]): r for r in results}
     labels = [r["label"] for r in by["fp32", "infer"]["rows"]]
     assert "ours (fp32, regular path)" in labels
+    assert "ours (fp32, engine optimizer: fused AdamW)" in [r["label"] for r in by["fp32", "train"]["rows"]]
     if BF16_NATIVE:
         settings = {r["setting"] for r in by["bf16", "infer"]["rows"]}
         assert settings == {"bf16 autocast", "bf16 weights"}

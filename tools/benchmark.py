@@ -4,7 +4,9 @@
 What it measures, for each model / batch size / precision / compile setting:
 
 * **infer**: one forward pass under ``torch.inference_mode()`` (the model in eval mode);
-* **train**: one training step: forward, cross-entropy on fixed random labels, backward, ``AdamW.step()``,
+* **train**: one training step: forward, cross-entropy on fixed random labels, backward, ``AdamW.step()``
+  (the same plain ``torch.optim.AdamW`` for every implementation; one extra row of ours uses the engines'
+  optimizer, PyTorch's fused AdamW, as ``hiera-video train`` does),
   ``zero_grad(set_to_none=True)`` (the model in train mode, drop path 0, no gradient checkpointing).
 
 Every implementation gets the same weights (ours are copied into the references: the original and timm by
@@ -111,6 +113,7 @@ class Variant:
     compiled: bool = False
     fast_path: bool = True  # ours only: whether the CPU inference fast path may run
     grad_ckpt: bool = False  # ours only, training: gradient checkpointing on
+    engine_optim: bool = False  # ours only, training: the engines' optimizer (fused AdamW) instead of AdamW()
     step: Callable[[], Any] | None = None
     out: torch.Tensor | None = None  # last inference output (logits), for the accuracy check
     times: list[float] = field(default_factory=list)
@@ -125,6 +128,8 @@ class Variant:
             s += ", regular path"
         if self.grad_ckpt:
             s += ", gradient checkpointing"
+        if self.engine_optim:
+            s += ", engine optimizer: fused AdamW"
         if self.compiled:
             s += ", compiled"
         return s + ")"
@@ -262,7 +267,12 @@ def make_infer_step(v: Variant) -> Callable[[], torch.Tensor]:
 
 def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tensor]:
     params = [p for p in v.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.05)
+    if v.engine_optim:  # the optimizer the training engines build (PyTorch's fused AdamW where it applies)
+        from hiera_video.engine.optim import build_optimizer
+
+        opt = build_optimizer(v.model, lr=1e-6, weight_decay=0.05)
+    else:  # the same plain AdamW for every implementation: the model comparison
+        opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.05)
 
     def step() -> torch.Tensor:
         ctx = fast.enabled() if v.fast_path else fast.disabled()
@@ -461,6 +471,8 @@ def build_variants(
                 variants.append(Variant(name, setting, model, xin, ac, fast_path=False))
             if name == "ours" and args.grad_ckpt and cfg.mode == "train" and cfg.compiled != "on":
                 variants.append(Variant(name, setting, model, xin, ac, grad_ckpt=True))
+            if name == "ours" and cfg.mode == "train" and cfg.compiled != "on":  # what `hiera-video train` runs
+                variants.append(Variant(name, setting, model, xin, ac, engine_optim=True))
             out += variants
     if cfg.compiled != "off":
         if cfg.freezing:
