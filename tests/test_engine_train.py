@@ -120,7 +120,7 @@ def test_image_task_learns_with_a_2d_config(tmp_path):
         "model.drop_path_rate=0.0", "data.crop_size=32", "data.test_short_side=32", "data.train_scale=[0.8, 1.0]",
         "data.randaug_n=0", "data.erase_prob=0.0", "data.batch_size=16", "data.num_workers=0",
         "aug.mixup=0.0", "aug.cutmix=0.0", "aug.label_smoothing=0.0", "optim.lr=5e-4", "optim.lr_batch_size=null",
-        "optim.layer_decay=1.0", "optim.warmup_epochs=1", "train.epochs=4", "train.device=cpu",
+        "optim.layer_decay=1.0", "optim.warmup_epochs=1", "train.epochs=6", "train.device=cpu",
         "train.precision=fp32", "train.progress=false", "train.tensorboard=false", "eval.batch_size=16",
         "data.synthetic={kind: shapes, num_per_class: 32, num_val_per_class: 16, size: [32, 32]}",
         f"run.output_dir={tmp_path}", "run.name=shapes",
