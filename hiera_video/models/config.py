@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -301,3 +303,18 @@ class HieraDetConfig(HieraConfig):
 
     def replace(self, **overrides: Any) -> HieraDetConfig:
         return type(self).from_dict(self.to_dict(), **overrides)
+
+
+def stage_indices(stages: Sequence[int], num_stages: int, name: str = "stages") -> list[int]:
+    """Validate stage indices: integers in ``[-num_stages, num_stages)``, negatives counting from the end
+    (like Python's). Anything else raises instead of being wrapped around to some other stage."""
+    out = []
+    for s in stages:
+        if isinstance(s, bool) or not hasattr(s, "__index__"):  # 1.5, "1", True are not stage indices
+            raise TypeError(f"{name} must be integer stage indices, got {s!r} in {list(stages)!r}")
+        i = operator.index(s)
+        if not -num_stages <= i < num_stages:
+            raise IndexError(f"stage index {i} in {name}={list(stages)!r} is out of range for a model with "
+                             f"{num_stages} stages (valid: 0..{num_stages - 1}, or -{num_stages}..-1)")
+        out.append(i % num_stages)
+    return out

@@ -48,6 +48,7 @@ copy, ~4 bytes per parameter; bf16: ~2 bytes), kept while the parameter lives; `
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -69,6 +70,7 @@ __all__ = [
     "compute_dtype",
     "disabled",
     "enabled",
+    "head_major",
     "is_enabled",
     "layer_norm",
     "linear",
@@ -230,6 +232,21 @@ class RowOrder(NamedTuple):
 
     name: str
     index: torch.Tensor
+
+
+@functools.cache
+def head_major(heads: int, head_dim: int) -> RowOrder:
+    """An attention qkv's output features reordered from ``(3, heads, head_dim)`` (the checkpoints' order)
+    to ``(heads, 3, head_dim)``.
+
+    Why: with that order the ``[windows, heads]`` pair of every q, k and v has one common stride, so
+    mask-unit attention is a plain 4-D strided view with ``windows * heads`` heads (no copy of q, k and v;
+    `hiera.MaskUnitAttention._attend`). The weight and bias rows are permuted once (cached with the
+    parameter), never in the state dict.
+    """
+    with torch.inference_mode(False):  # a normal tensor: training's row gather saves it for backward
+        idx = torch.arange(3 * heads * head_dim).view(3, heads, head_dim).transpose(0, 1).flatten()
+    return RowOrder(f"head_major{heads}x{head_dim}", idx)
 
 
 def weight(p: torch.Tensor, dtype: torch.dtype, rows: RowOrder | None = None) -> torch.Tensor:

@@ -12,7 +12,6 @@ attention a reshape, for any number of dimensions, with or without masked-out un
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import fast
-from .config import HieraConfig, check_input_size
+from .config import HieraConfig, check_input_size, stage_indices
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .pos_embed import abswin_pos_embed, resize_pos_embed
 from .weights import save_pretrained as _save_pretrained
@@ -139,7 +138,7 @@ class MaskUnitAttention(nn.Module):
     """Mask-unit (windowed) or global attention on an unrolled sequence, with optional query pooling.
 
     ``q_stride`` is the flattened pooling stride (2x2 -> 4) and ``window_size`` the flattened mask-unit size
-    *after* pooling. Attention runs as a 4-D ``[B * windows, heads, L, head_dim]`` problem so that
+    *after* pooling. Attention runs as a 4-D ``[B, windows * heads, L, head_dim]`` problem so that
     `scaled_dot_product_attention` can use its fused kernels.
     """
 
@@ -154,61 +153,41 @@ class MaskUnitAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears
-        (which also compute qkv in the copy-free head-major order, see `_attend`)."""
+        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears,
+        which also compute qkv head-major (`fast.head_major`: no copy of q, k and v)."""
         if onednn:
-            x = self._attend(fast.train_linear(x, self.qkv, rows=self.head_major_rows()), head_major=True)
+            x = self._attend(fast.train_linear(x, self.qkv, rows=fast.head_major(self.heads, self.head_dim)), True)
             return fast.train_linear(x, self.proj)
         return self.proj(self._attend(self.qkv(x)))
 
     def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Inference-only `forward` (+ ``residual``; see `fast`): the bias and the residual add run in the
         GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype."""
-        return fast.linear(self.attend_fast(x), self.proj, residual=residual)
-
-    def attend_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference ``x`` -> attention output before ``proj`` (the fast path's qkv GEMM, head-major)."""
-        qkv = fast.linear(x, self.qkv, rows=self.head_major_rows(), scratch=True)  # dead after the attention
-        return self._attend(qkv, head_major=True)
-
-    def head_major_rows(self) -> fast.RowOrder:
-        """qkv's output features reordered from ``(3, heads, head_dim)`` to ``(heads, 3, head_dim)``.
-
-        Why: with that order the ``[windows, heads]`` pair of every q, k and v has one common stride, so
-        mask-unit attention is a plain 4-D strided view with ``windows * heads`` heads (no copy of q, k and
-        v), and the fused attention kernel writes its output in token order (no copy back). The weight and
-        bias rows are permuted once (cached by `fast`), never in the state dict.
-        """
-        order = self.__dict__.get("_head_major")
-        if order is None:
-            with torch.inference_mode(False):  # a normal tensor: training's row gather saves it for backward
-                idx = torch.arange(3 * self.dim_out).view(3, self.heads, self.head_dim).transpose(0, 1).flatten()
-            order = self.__dict__["_head_major"] = fast.RowOrder(f"head_major{self.heads}", idx)
-        return order
+        rows = fast.head_major(self.heads, self.head_dim)
+        qkv = fast.linear(x, self.qkv, rows=rows, scratch=True)  # scratch: dead after the attention
+        return fast.linear(self._attend(qkv, head_major=True), self.proj, residual=residual)
 
     def _attend(self, qkv: torch.Tensor, head_major: bool = False) -> torch.Tensor:
         """``qkv`` ``[B, N, 3 * dim_out]`` -> attention output ``[B, N // q_stride, dim_out]`` (before proj).
 
-        Token ``n = l * nw + w``: the ``nw`` windows are the trailing block of the unrolled order. qkv's
-        features are ``(3, heads, head_dim)`` (the checkpoint's order), or ``(heads, 3, head_dim)`` when
-        ``head_major`` (`head_major_rows`).
+        Token ``n = l * nw + w``: the ``nw`` windows are the trailing block of the unrolled order. Attention
+        runs as one 4-D ``[B, nw * heads, L, head_dim]`` problem; the fused kernel's output is then already
+        in token order. qkv's features are ``(3, heads, head_dim)`` (the checkpoint's order: q, k and v are
+        copied into that layout), or ``(heads, 3, head_dim)`` when ``head_major`` (`fast.head_major`: the
+        ``(nw, heads)`` pair shares one stride, so q, k and v are strided views, no copy).
         """
         B, N, _ = qkv.shape
         nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         L, h, hd = N // nw, self.heads, self.head_dim
-        if head_major:  # [B, L, nw, h, 3, hd] -> 3 x [B, nw * h, L, hd]: a view, (nw, h) share one stride
-            q, k, v = qkv.view(B, L, nw, h, 3, hd).permute(4, 0, 2, 3, 1, 5).reshape(3, B, nw * h, L, hd)
-            if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
-                q = q.view(B, nw * h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
-            # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd]: the fused kernel's output is already laid out so
-            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
-        qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B * nw, h, L, hd)
-        q, k, v = qkv.unbind(0)
-        if self.q_stride > 1:
-            q = q.view(B * nw, h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
-        x = F.scaled_dot_product_attention(q, k, v)
-        # [B * nw, h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
-        return x.view(B, nw, h, -1, hd).permute(0, 3, 1, 2, 4).reshape(B, -1, self.dim_out)
+        if head_major:
+            qkv = qkv.view(B, L, nw, h, 3, hd).permute(4, 0, 2, 3, 1, 5)
+        else:
+            qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5)
+        q, k, v = qkv.reshape(3, B, nw * h, L, hd)  # [3, B, nw, h, L, hd] merged: a view when head-major
+        if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
+            q = q.view(B, nw * h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
+        # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
 
 
 class LayerScale(nn.Module):
@@ -594,21 +573,6 @@ class Hiera(nn.Module):
         if intermediates_only or mask is not None:
             return outs
         return self.forward_head(self.norm(last.mean(dim=1))), outs
-
-
-def stage_indices(stages: Sequence[int], num_stages: int, name: str = "stages") -> list[int]:
-    """Validate stage indices: integers in ``[-num_stages, num_stages)``, negatives counting from the end
-    (like Python's). Anything else raises instead of being wrapped around to some other stage."""
-    out = []
-    for s in stages:
-        if isinstance(s, bool) or not hasattr(s, "__index__"):  # 1.5, "1", True are not stage indices
-            raise TypeError(f"{name} must be integer stage indices, got {s!r} in {list(stages)!r}")
-        i = operator.index(s)
-        if not -num_stages <= i < num_stages:
-            raise IndexError(f"stage index {i} in {name}={list(stages)!r} is out of range for a model with "
-                             f"{num_stages} stages (valid: 0..{num_stages - 1}, or -{num_stages}..-1)")
-        out.append(i % num_stages)
-    return out
 
 
 class HieraBackbone(nn.Module):
