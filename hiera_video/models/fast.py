@@ -29,6 +29,17 @@ Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `f
   `train_linear`, a custom autograd function (oneDNN forward and input gradient, MKL weight gradient) where
   measured faster, else ``F.linear``.
 
+What both add beyond the kernels, each measured on an Intel Xeon (AMX, 2 threads; BENCHMARKS.md):
+
+* qkv computed **head-major** (`head_major`): mask-unit attention reads q, k and v as strided views and the
+  fused attention kernel writes its output in token order, so the two copies per block are gone (the
+  q/k/v copies were 77 ms of a 1.1 s hiera_base_224 batch-8 forward).
+* whole blocks over **chunks of samples** (`per_sample_chunks`) and the first-stage MLP over chunks of
+  rows (`mlp`), where measured faster: the big first-stage buffers stay small and cache-resident.
+* on the regular (MKL) kernel, which has no epilogue: no pass over fresh memory that can be avoided -- the
+  MLP hidden activation and qkv, consumed at once, live in reused per-thread buffers (`linear`'s
+  ``scratch``) and fc2 accumulates into the block's own residual in place (``consume_residual``).
+
 Both equal the regular path to float rounding (the same math in another order; tests hold them to 1e-5),
 and both step aside (`supported`) when a layer has forward hooks or was replaced by another class.
 Switch them off globally with ``HIERA_VIDEO_FAST=0`` or `set_enabled(False)`, or locally with `disabled()`
@@ -42,7 +53,8 @@ instead (a bf16 model's weights cast once to fp32 and cached; outputs returned i
 ``HIERA_VIDEO_FORCE_PRECISION=1``. GEMMs, LayerNorm and softmax accumulate in fp32 inside the kernels.
 
 Memory: the cache holds one converted copy of every linear weight used on the fast path (fp32: the packed
-copy, ~4 bytes per parameter; bf16: ~2 bytes), kept while the parameter lives; `clear_cache()` drops it.
+copy, ~4 bytes per parameter; bf16: ~2 bytes), kept while the parameter lives, plus each thread's scratch
+buffers (one per MLP-hidden / qkv shape: tens of MB at Hiera-B sizes); `clear_cache()` drops both.
 """
 
 from __future__ import annotations
