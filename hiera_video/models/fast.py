@@ -29,11 +29,11 @@ Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `f
   `train_linear`, a custom autograd function (oneDNN forward and input gradient, MKL weight gradient) where
   measured faster, else ``F.linear``.
 
-What both add beyond the kernels, each measured on an Intel Xeon (AMX, 2 threads; BENCHMARKS.md):
+What inference adds beyond the kernels, each measured on an Intel Xeon (AMX, 2 threads; BENCHMARKS.md):
 
-* qkv computed **head-major** (`head_major`): mask-unit attention reads q, k and v as strided views and the
-  fused attention kernel writes its output in token order, so the two copies per block are gone (the
-  q/k/v copies were 77 ms of a 1.1 s hiera_base_224 batch-8 forward).
+* qkv computed **head-major** (`head_major`, inference): mask-unit attention reads q, k and v as strided
+  views and the fused attention kernel writes its output in token order, so the two copies per block are
+  gone (the q/k/v copies were 77 ms of a 1.1 s hiera_base_224 batch-8 forward).
 * whole blocks over **chunks of samples** (`per_sample_chunks`) and the first-stage MLP over chunks of
   rows (`mlp`), where measured faster: the big first-stage buffers stay small and cache-resident.
 * on the regular (MKL) kernel, which has no epilogue: no pass over fresh memory that can be avoided -- the
@@ -256,7 +256,7 @@ def head_major(heads: int, head_dim: int) -> RowOrder:
     `hiera.MaskUnitAttention._attend`). The weight and bias rows are permuted once (cached with the
     parameter), never in the state dict.
     """
-    with torch.inference_mode(False):  # a normal tensor: training's row gather saves it for backward
+    with torch.inference_mode(False):  # a normal tensor, usable in and outside inference mode
         idx = torch.arange(3 * heads * head_dim).view(3, heads, head_dim).transpose(0, 1).flatten()
     return RowOrder(f"head_major{heads}x{head_dim}", idx)
 
@@ -468,15 +468,11 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def train_linear(x: torch.Tensor, lin: nn.Linear, rows: RowOrder | None = None) -> torch.Tensor:
+def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
     """``lin(x)`` for fp32 CPU training (see `train_active`): `_OneDNNLinear` where, for this shape, its
     forward + input-gradient GEMMs were measured at least `TRAIN_MARGIN` faster than ``F.linear``'s (the
-    weight gradient is the same ``torch.mm`` in both), else ``F.linear``. ``rows`` reorders the output
-    features (a differentiable row gather of the weight and bias on every call: they change every step)."""
+    weight gradient is the same ``torch.mm`` in both), else ``F.linear``."""
     w, b = lin.weight, lin.bias
-    if rows is not None:
-        w = w.index_select(0, rows.index)
-        b = None if b is None else b.index_select(0, rows.index)
     use = FORCE_ONEDNN
     if use is None:
         key = cpu_kernels.shape_key("train", x, lin.in_features, lin.out_features)
