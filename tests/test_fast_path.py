@@ -468,3 +468,16 @@ def test_reused_buffers_never_leak_into_results_or_inputs(kernel):
     with torch.inference_mode(), fast.disabled():
         ref = model.forward_intermediates(x)
     torch.testing.assert_close(first[0], ref[0], rtol=0, atol=1e-5)
+
+
+def test_scratch_buffers_are_bounded_and_reused():
+    """Per-thread scratch: the same shape gets the same buffer; at most SCRATCH_SHAPES shapes are kept."""
+    fast.clear_cache()
+    a = fast._scratch((4, 8), torch.float32)
+    assert fast._scratch((4, 8), torch.float32) is a and fast._scratch((4, 8), torch.bfloat16) is not a
+    for n in range(fast.SCRATCH_SHAPES + 10):
+        fast._scratch((n + 1, 3), torch.float32)
+    assert len(fast._SCRATCH.bufs) == fast.SCRATCH_SHAPES
+    assert (fast.SCRATCH_SHAPES + 10, 3) in {k[0] for k in fast._SCRATCH.bufs}  # the newest kept
+    fast.clear_cache()
+    assert not getattr(fast._SCRATCH, "bufs", None)

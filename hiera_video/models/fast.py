@@ -59,6 +59,7 @@ buffers (one per MLP-hidden / qkv shape: tens of MB at Hiera-B sizes); `clear_ca
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -290,13 +291,21 @@ def _packed(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None = None) ->
 _SCRATCH = threading.local()
 
 
+SCRATCH_SHAPES = 32  # per thread, most recently used first: a model needs ~2 per stage and batch size
+
+
 def _scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A per-thread buffer of ``shape`` reused by every call that asks for it (see `linear`'s ``scratch``)."""
-    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    """A per-thread buffer of ``shape`` reused by every call that asks for it (see `linear`'s ``scratch``).
+    At most `SCRATCH_SHAPES` are kept, so inputs of ever-changing sizes cannot grow them without bound."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", collections.OrderedDict())
     key = (shape, dtype)
-    if key not in bufs:
+    if key in bufs:
+        bufs.move_to_end(key)
+    else:
         with torch.inference_mode(False):  # a normal tensor: usable both in and outside inference mode
             bufs[key] = torch.empty(shape, dtype=dtype)
+        while len(bufs) > SCRATCH_SHAPES:
+            bufs.popitem(last=False)
     return bufs[key]
 
 
