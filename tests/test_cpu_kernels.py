@@ -8,6 +8,7 @@ both kinds of CPU by patching the probe's answer.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,31 @@ def test_real_answer_for_this_cpu_is_consistent():
     with autocast_context(torch.device("cpu"), "bf16"):
         out = lin(torch.randn(2, 8))
     assert out.dtype == (torch.bfloat16 if want == "bf16" else torch.float32)
+
+
+def test_run_faster_measures_once_then_runs_only_the_choice():
+    """`run_faster`: the first call measures both and returns the winner's output; later calls run only the
+    chosen one (``regular_later`` in place of ``regular`` once measured)."""
+    cpu_kernels.clear_choices()
+    calls = []
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.002)
+        return "slow"
+
+    def quick():
+        calls.append("quick")
+        return "quick"
+
+    try:
+        assert cpu_kernels.run_faster(("run_faster", 1), slow, quick) == "quick"
+        assert calls.count("slow") >= 2 and calls.count("quick") >= 2
+        calls.clear()
+        assert cpu_kernels.run_faster(("run_faster", 1), slow, quick) == "quick" and calls == ["quick"]
+        assert cpu_kernels.run_faster(("run_faster", 2), quick, slow) == "quick"
+        calls.clear()
+        later = cpu_kernels.run_faster(("run_faster", 2), quick, slow, regular_later=lambda: "in place")
+        assert later == "in place" and calls == []
+    finally:
+        cpu_kernels.clear_choices()

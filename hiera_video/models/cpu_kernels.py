@@ -77,6 +77,7 @@ __all__ = [
     "low_precision_speedup",
     "native",
     "resolve_precision",
+    "run_faster",
     "shape_key",
     "summary",
 ]
@@ -362,6 +363,20 @@ def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], mar
                  "candidate" if win else "regular")
     _CHOICES[key] = win
     return win, (out_cand if win else out_reg)
+
+
+def run_faster(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], margin: float = 1.0,
+               budget: float = _TIME_BUDGET_S, regular_later: Callable[[], T] | None = None) -> T:
+    """The result of whichever of ``regular`` / ``candidate`` is faster for ``key``: measured by `choose`
+    on the first call (its winner's output is returned), the cached choice after. ``regular_later``: what
+    runs for a regular choice once measured (e.g. an in-place variant that the repeated measuring calls must
+    not use), by default ``regular``."""
+    use = cached_choice(key)
+    if use is None:
+        return choose(key, regular, candidate, margin, budget)[1]
+    if use:
+        return candidate()
+    return (regular_later or regular)()
 
 
 def cached_choice(key: tuple) -> bool | None:

@@ -285,7 +285,12 @@ def _packed(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None = None) ->
     """
     w = lin.weight
     key = ("packed", dtype) if rows is None else ("packed", dtype, rows.name)
-    return _cached(w, key, lambda: torch.ops.mkldnn._reorder_linear_weight(weight(w, dtype, rows).detach(), 1024))
+
+    def make() -> torch.Tensor:  # from a transient copy: only the packed weight is kept
+        src = w.detach().to(dtype)
+        return torch.ops.mkldnn._reorder_linear_weight(src if rows is None else src[rows.index], 1024)
+
+    return _cached(w, key, make)
 
 
 _SCRATCH = threading.local()
@@ -356,13 +361,11 @@ def linear(
             return y.add_(residual)  # = residual + y (the regular path's sum), one pass, no new buffer
         return torch.ops.aten.gelu_(y) if act == "gelu" else y  # in place: y is ours, no new buffer
 
-    use = FORCE_ONEDNN
-    if use is None:
-        key = cpu_kernels.shape_key("infer", x, lin.in_features, lin.out_features, act, residual is not None)
-        use = cpu_kernels.cached_choice(key)
-        if use is None:  # first call with this shape: measure both (never in place), keep the faster
-            return cpu_kernels.choose(key, regular, onednn, INFER_MARGIN)[1]
-    return onednn() if use else regular(in_place=True)
+    if FORCE_ONEDNN is not None:
+        return onednn() if FORCE_ONEDNN else regular(in_place=True)
+    key = cpu_kernels.shape_key("infer", x, lin.in_features, lin.out_features, act, residual is not None)
+    # The first call with this shape measures both (never in place) and keeps the faster.
+    return cpu_kernels.run_faster(key, regular, onednn, INFER_MARGIN, regular_later=lambda: regular(in_place=True))
 
 
 MLP_CHUNK_ROWS = 2048  # rows per chunk of `mlp`: the chunk's hidden activation (rows x 4C) stays in cache
@@ -401,11 +404,8 @@ def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor, consume_residual:
             out[s:e] = two(h2[s:e], r2[s:e], False)
         return out.view_as(residual)
 
-    key = cpu_kernels.shape_key("mlp", h, m.fc1.in_features, m.fc1.out_features)
-    use = cpu_kernels.cached_choice(key)
-    if use is None:
-        return cpu_kernels.choose(key, full, chunked, 1.0)[1]
-    return chunked() if use else full()
+    return cpu_kernels.run_faster(cpu_kernels.shape_key("mlp", h, m.fc1.in_features, m.fc1.out_features),
+                                  full, chunked)
 
 
 SAMPLE_CHUNK_ROWS = 8192  # rows (samples x tokens) per chunk of `per_sample_chunks`
@@ -437,12 +437,8 @@ def per_sample_chunks(fn, x: torch.Tensor, key: tuple) -> torch.Tensor:
             out[s:s + per] = fn(x[s:s + per])
         return out
 
-    full_key = cpu_kernels.shape_key("samples", x, *key)
-    use = cpu_kernels.cached_choice(full_key)
-    if use is None:
-        # A whole block is 10-100 ms here: a larger budget than a GEMM's gives up to 5 timed calls each.
-        return cpu_kernels.choose(full_key, lambda: fn(x), chunked, 1.0, budget=0.25)[1]
-    return chunked() if use else fn(x)
+    # A whole block is 10-100 ms here: a larger budget than a GEMM's gives up to 5 timed calls each.
+    return cpu_kernels.run_faster(cpu_kernels.shape_key("samples", x, *key), lambda: fn(x), chunked, budget=0.25)
 
 
 class _OneDNNLinear(torch.autograd.Function):
