@@ -43,10 +43,11 @@ count and on the shape (measured on the Intel AMX machine: oneDNN fp32 inference
 the training linears cost ~10% in total). The first time a shape is seen (key: kind, dtype, rows rounded up
 to a power of two, in / out features, epilogue, thread count), both run on the real input: one warm-up call
 each, then alternating timed calls (2 to 5 each, within 20 ms; 100 ms for training), minimum. The candidate
-(oneDNN, or the chunked MLP) is kept only when faster by ``margin`` (1.0 for inference; 1.03 for training,
-so that a tie on a noisy machine falls to the regular path and the fast path's choice does not make
-training slower). The answer is cached for the process. Small sizes need no separate threshold: where
-oneDNN's per-call overhead loses, it loses the measurement. The timing never touches the global RNG.
+(oneDNN, the chunked MLP or blocks over sample chunks) is kept only when faster by ``margin`` (1.0 for
+inference; 1.03 for training, so that a tie on a noisy machine falls to the regular path and the fast
+path's choice does not make training slower). The answer is cached for the process. Small sizes need no
+separate threshold: where oneDNN's per-call overhead loses, it loses the measurement. The timing never
+touches the global RNG.
 """
 
 from __future__ import annotations
