@@ -86,6 +86,19 @@ def test_predict_with_a_missing_model_fails_cleanly(capsys, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
+@pytest.mark.parametrize("flags, says", [
+    (("--topk", "0"), "topk must be an integer >= 1, got 0"),
+    (("--topk", "-2"), "topk must be an integer >= 1, got -2"),
+    (("--num-clips", "0"), "num_clips must be an integer >= 1, got 0"),
+    (("--num-crops", "2"), "num_crops must be 1 (centre crop) or 3"),
+])
+def test_predict_rejects_bad_counts_before_loading_anything(capsys, tmp_path, flags, says):
+    """No traceback, no empty result: the argument and its allowed values are named (the model named here
+    does not exist, so the check must come first)."""
+    code, out, err = run_main(capsys, "predict", str(tmp_path / "a.mp4"), "--model", str(tmp_path / "nope"), *flags)
+    assert code == 2 and says in err and "Traceback" not in err and out == ""
+
+
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "hiera_video", "train", "k400_finetune_hiera_base_16x224",
                            "optim.lrr=1"], capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -36,18 +36,24 @@ def predict_files(
     """Predict every file; returns ``[{"path", "topk": [(label, prob), ...]}]`` or ``{"path", "error"}``."""
     import copy
 
+    from hiera_video.config import ConfigError, validate
     from hiera_video.data.annotations import IMAGE_EXTENSIONS, VideoRecord
     from hiera_video.data.datasets import VideoDataset
     from hiera_video.engine.evaluate import predict_views
     from hiera_video.engine.pipeline import config_for_model, eval_pipeline, load_model, require_classifier
 
+    # Checked before the model loads, as ConfigError (the CLI prints it without a traceback).
+    for name, value in (("topk", topk), ("num_clips", num_clips), ("batch_views", batch_views)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        raise ConfigError(f"num_crops must be 1 (centre crop) or 3 (left, centre, right), got {num_crops!r}")
     dev = resolve_device(device)
     model, cfg, names, _ = load_model(model_source, device=dev)
     require_classifier(model, model_source)
     cfg = copy.deepcopy(cfg) if cfg is not None else config_for_model(model)
     cfg.eval.num_clips, cfg.eval.num_crops = num_clips, num_crops
+    validate(cfg, "predict")  # the run's own config.yaml may have been edited by hand
     pipe = eval_pipeline(cfg)
     k = min(topk, len(names))
     is_video_model = model.config.is_video
