@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
+
+# A developer's kernel-choice file must neither steer the tests nor receive their choices (cpu_kernels);
+# the tests that exercise it set it for a subprocess of their own.
+os.environ.pop("HIERA_VIDEO_KERNEL_CHOICES", None)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from hiera_video.data import make_motion_dataset
 from hiera_video.engine.checkpoint import load_checkpoint
 from hiera_video.engine.loop import TrainingInterrupted
 from hiera_video.engine.train import train
+from hiera_video.models import cpu_kernels
 
 
 def config(root: Path, out: Path, name: str, *extra: str):
@@ -55,7 +56,24 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     saved = load_checkpoint(stopped.value.checkpoint)
     assert saved["loop"]["step"] == stop_at and saved["loop"]["epoch"] == 1 and saved["loop"]["batch_in_epoch"] == 2
 
-    resumed = train(config(root, tmp_path, "resumed", "data.num_workers=1"), resume="auto")
+    # The kernel choices of the interrupted run travel in its checkpoint and the resume adopts them (as a new
+    # process would have to): with them forgotten here, measuring any of them again would fail.
+    adopted = {tuple(cpu_kernels._decode(k)) for k, _ in saved["kernel_choices"]["choices"]}
+    assert saved["kernel_choices"]["fingerprint"] == cpu_kernels.fingerprint()
+    measure = cpu_kernels.choose
+
+    def choose(key, *args, **kwargs):
+        assert key not in adopted, f"measured {key} again instead of adopting the checkpoint's choice"
+        return measure(key, *args, **kwargs)
+
+    before = cpu_kernels.choices()
+    cpu_kernels.clear_choices()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cpu_kernels, "choose", choose)
+            resumed = train(config(root, tmp_path, "resumed", "data.num_workers=1"), resume="auto")
+    finally:
+        cpu_kernels._CHOICES.update(before)
     assert resumed["state"].step == 6
 
     ref, res = final_state(reference["run_dir"]), final_state(resumed["run_dir"])

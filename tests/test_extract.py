@@ -32,6 +32,7 @@ from hiera_video.data.synthetic import make_motion_frames, make_shape_image, wri
 from hiera_video.data.transforms import ImageEvalTransform, VideoEvalTransform
 from hiera_video.engine.extract import extract_features
 from hiera_video.engine.feature_store import read_shard_records, shard_files
+from hiera_video.models import cpu_kernels, fast
 
 TINY_VIDEO = dict(input_size=(8, 64, 64), embed_dim=32, num_heads=1, depths=(1, 1, 2, 1), num_classes=5)
 TINY_IMAGE = dict(input_size=(64, 64), embed_dim=32, num_heads=1, depths=(1, 1, 2, 1), num_classes=3)
@@ -265,7 +266,28 @@ def test_killed_run_resumes_to_the_same_features(data, reference, tmp_path):
     partial = hiera_video.load_features(out)  # readable before any merge, from the shard headers
     assert len(partial) == 4
 
-    summary = extract_features(data["resume"], out, pretrained=str(data["root"] / "video_model"), **RESUME_KW)
+    # The killed run's CPU kernel choices were kept with its shards; the resume adopts them (measuring any
+    # again would fail here), so the folder's features are one computation.
+    kept = json.loads((out / "parts" / "kernel_choices.r00000.json").read_text())
+    adopted = {cpu_kernels._decode(k) for k, _ in kept["choices"]}
+    with torch.inference_mode():
+        fast_on = fast.active(torch.zeros(1))
+    assert bool(adopted) == fast_on and kept["fingerprint"] == cpu_kernels.fingerprint()
+    measure = cpu_kernels.choose
+
+    def choose(key, *args, **kwargs):
+        assert key not in adopted, f"measured {key} again instead of adopting the killed run's choice"
+        return measure(key, *args, **kwargs)
+
+    before = cpu_kernels.choices()
+    cpu_kernels.clear_choices()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cpu_kernels, "choose", choose)
+            summary = extract_features(data["resume"], out, pretrained=str(data["root"] / "video_model"),
+                                       **RESUME_KW)
+    finally:
+        cpu_kernels._CHOICES.update(before)
     assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 4, 2)
     assert not list((out / "shards").glob("*.tmp"))
     ids = _shard_video_ids(out)

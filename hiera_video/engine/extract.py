@@ -383,6 +383,7 @@ def run_extract(cfg: Config, loaded: Any = None,
     from hiera_video.engine.build import decode_device, loader_workers
     from hiera_video.engine.loop import autocast_context
     from hiera_video.engine.pipeline import eval_pipeline
+    from hiera_video.models import cpu_kernels
     from hiera_video.models.cpu_kernels import resolve_precision
 
     check_extract_config(cfg)
@@ -420,8 +421,17 @@ def run_extract(cfg: Config, loaded: Any = None,
     for tmp in (out / SHARD_DIR).glob(f".{prefix}*.tmp"):  # partial shards of a killed run of this rank
         tmp.unlink(missing_ok=True)
     existing = [int(SHARD_NAME.match(p.name).group(2)) for p in shard_files(out) if p.name.startswith(prefix)]
+    # The CPU kernel choices travel with the features (cpu_kernels): a resumed run uses the same kernels.
+    choices = out / PARTS_DIR / f"kernel_choices.r{info.rank:05d}.json"
+    cpu_kernels.load_choices(choices)
+
+    def shard_written(path: Path, records: list[dict[str, Any]]) -> None:
+        cpu_kernels.save_choices(choices, if_changed=True)  # with its shard, before a hook can stop the run
+        if on_shard is not None:
+            on_shard(path, records)
+
     writer = ShardWriter(out / SHARD_DIR, info.rank, max(existing, default=-1) + 1, e.shard_size_mb * 2**20,
-                         e.shard_max_videos, e.flush_seconds, on_shard)
+                         e.shard_max_videos, e.flush_seconds, shard_written)
     failures_path = out / PARTS_DIR / f"failures.r{info.rank:05d}.jsonl"
     failures_path.write_text("")  # this run's failures (failed videos are retried by a re-run)
     dtype = torch.float16 if e.dtype == "fp16" else torch.float32
@@ -505,6 +515,7 @@ def run_extract(cfg: Config, loaded: Any = None,
     finally:
         # Whatever stopped the loop (Ctrl-C, a crash, a hook), finished videos are written, never lost.
         writer.flush()
+        cpu_kernels.save_choices(choices, if_changed=True)
         bar.close()
 
     seconds = time.perf_counter() - t0

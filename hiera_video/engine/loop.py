@@ -42,6 +42,7 @@ from hiera_video.engine.logging import MetricLogger, get_logger, plot_curves, pr
 from hiera_video.engine.optim import CosineWarmupSchedule, build_optimizer
 from hiera_video.engine.sampler import ResumableSampler
 from hiera_video.fileio import remove_stale_temps
+from hiera_video.models import cpu_kernels
 from hiera_video.models.cpu_kernels import resolve_precision
 
 __all__ = ["FitResult", "LoopState", "Task", "TrainingDiverged", "TrainingInterrupted", "autocast_context", "fit",
@@ -293,6 +294,10 @@ def fit(
         rngs = saved["rng"]
         set_rng_state(rngs[info.rank] if len(rngs) == info.world_size else rngs[0])
         metrics_log.truncate_after(state.step)
+        # The CPU kernels the interrupted run measured (cpu_kernels): the same computation, not one equal
+        # to float rounding. Checkpoints of other machines or older versions have none or are refused.
+        if saved.get("kernel_choices"):
+            cpu_kernels.import_choices(saved["kernel_choices"], source=f"kernel choices in {resume}")
         log.info("resumed from %s at epoch %d, step %d", resume, state.epoch, state.step)
 
     step_model = wrap_ddp(model, info)
@@ -313,6 +318,7 @@ def fit(
             "config": config_to_dict(cfg),
             # the resolved model config: create_model(pretrained=<this file>) rebuilds the exact architecture
             "model_config": unwrap(model).config.to_dict(),
+            "kernel_choices": cpu_kernels.export_choices(),  # rank 0's: a resume makes every rank use them
             **(extra_state or {}),
         }
 

@@ -48,6 +48,18 @@ inference; 1.03 for training, so that a tie on a noisy machine falls to the regu
 path's choice does not make training slower). The answer is cached for the process. Small sizes need no
 separate threshold: where oneDNN's per-call overhead loses, it loses the measurement. The timing never
 touches the global RNG.
+
+**Keeping choices across processes** (`export_choices` / `import_choices`, `save_choices` / `load_choices`):
+two kernels give the same result only to float rounding (~1e-7), and a choice measured on a noisy machine
+can fall either way, so two processes may compute the same model slightly differently. Where that matters,
+the choices travel with the work: a training checkpoint carries them and a resumed run adopts them (so a
+run resumed in a new process uses the kernels the interrupted one used), a feature extraction keeps them
+in its output folder for the same reason, and ``HIERA_VIDEO_KERNEL_CHOICES=<file.json>`` makes every
+process that sets it read its choices from that file at first use and add the new ones at exit (also no
+measuring on the first calls). Choices only apply where they were made: an export names the CPU, its flags,
+the ISA caps, the PyTorch version and the kernels the probe accepted (`fingerprint`); any difference and
+nothing is adopted (one warning says what differs), so a file copied to another machine is measured anew
+rather than trusted.
 """
 
 from __future__ import annotations
@@ -72,13 +84,18 @@ __all__ = [
     "choices",
     "clear_choices",
     "cpu_info",
+    "export_choices",
+    "fingerprint",
     "force_requested",
+    "import_choices",
     "kernel_ok",
     "kernel_status",
+    "load_choices",
     "low_precision_speedup",
     "native",
     "resolve_precision",
     "run_faster",
+    "save_choices",
     "shape_key",
     "summary",
 ]
@@ -329,7 +346,7 @@ def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], mar
     calls of the same first-stage GEMM took 8.35, 3.55 and 3.3 ms). The winner's last output is returned so the
     measurement's work is not thrown away. A candidate that raises loses (and the regular result is used).
     """
-    got = _CHOICES.get(key)
+    got = cached_choice(key)
     if got is not None:
         return got, None
     try:
@@ -382,6 +399,8 @@ def run_faster(key: tuple, regular: Callable[[], T], candidate: Callable[[], T],
 
 def cached_choice(key: tuple) -> bool | None:
     """The choice already made for ``key``, or None when it has not been measured yet."""
+    if not _FILE_LOADED:
+        _load_env_file()
     return _CHOICES.get(key)
 
 
@@ -393,6 +412,136 @@ def choices() -> dict[tuple, bool]:
 def clear_choices() -> None:
     """Forget the per-shape choices (they are re-measured on next use)."""
     _CHOICES.clear()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keeping choices across processes (see the module docstring)
+# ---------------------------------------------------------------------------------------------------------
+
+CHOICES_FORMAT = 1
+CHOICES_ENV = "HIERA_VIDEO_KERNEL_CHOICES"
+_FILE_LOADED = False
+
+
+def fingerprint() -> dict[str, Any]:
+    """What a set of choices is valid for: the CPU model and flags, PyTorch's ISA and oneDNN's cap, the
+    PyTorch version and the kernels the probe accepted (runs the probe if it has not run yet)."""
+    info = cpu_info()
+    return {"cpu": info.model_name, "flags": list(info.flags), "aten_isa": info.aten_isa,
+            "onednn_cap": info.onednn_cap, "torch": str(torch.__version__),  # (a str subclass: not for pickles)
+            "kernels": sorted(k for k, v in kernel_status().items() if v is None)}
+
+
+def _encode(item: Any) -> Any:
+    if isinstance(item, torch.dtype):
+        return {"dtype": str(item).removeprefix("torch.")}
+    if isinstance(item, tuple):
+        return [_encode(i) for i in item]
+    if item is None or isinstance(item, (bool, int, float, str)):
+        return item
+    raise TypeError(f"cannot store a kernel-choice key element {item!r}")
+
+
+def _decode(item: Any) -> Any:
+    if isinstance(item, dict):
+        dt = getattr(torch, str(item.get("dtype")), None) if set(item) == {"dtype"} else None
+        if not isinstance(dt, torch.dtype):
+            raise ValueError(f"not a dtype: {item!r}")
+        return dt
+    if isinstance(item, list):
+        return tuple(_decode(i) for i in item)
+    if item is None or isinstance(item, (bool, int, float, str)):
+        return item
+    raise ValueError(f"not a key element: {item!r}")
+
+
+def export_choices() -> dict[str, Any]:
+    """This process's choices with their `fingerprint`, as plain JSON-able data (for `import_choices`)."""
+    return {"format": CHOICES_FORMAT, "fingerprint": fingerprint(),
+            "choices": [[_encode(k), v] for k, v in _CHOICES.items()]}
+
+
+def import_choices(data: Any, source: str = "kernel choices") -> int:
+    """Adopt the choices of `export_choices` ``data`` (they replace this process's for the same keys);
+    returns how many. ``data`` from another CPU, cap, PyTorch or probe result, or malformed, adopts nothing:
+    one warning names ``source`` and what differs, and the shapes are measured here as usual."""
+    try:
+        if not isinstance(data, dict) or data.get("format") != CHOICES_FORMAT:
+            raise ValueError(f"not kernel choices of format {CHOICES_FORMAT}")
+        theirs, ours = data.get("fingerprint"), fingerprint()
+        if not isinstance(theirs, dict):
+            raise ValueError("no fingerprint")
+        differ = [k for k in ours if theirs.get(k) != ours[k]]
+        if differ:
+            logger.warning("%s not used: made for another %s (%s); measuring here instead", source,
+                           " / ".join(differ), "; ".join(f"{k}: {theirs.get(k)!r} vs {ours[k]!r} here" for k in differ))
+            return 0
+        got = {}
+        for pair in data.get("choices", []):
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], bool)):
+                raise ValueError(f"not a [key, choice] pair: {pair!r}")
+            key = _decode(pair[0])
+            if not isinstance(key, tuple):
+                raise ValueError(f"not a key: {pair[0]!r}")
+            got[key] = pair[1]
+    except (ValueError, TypeError, AttributeError) as e:
+        logger.warning("%s not used: %s; measuring here instead", source, e)
+        return 0
+    _CHOICES.update(got)
+    return len(got)
+
+
+_SAVED: dict[str, int] = {}  # path -> number of choices it was last saved with by `save_choices`
+
+
+def save_choices(path: str | os.PathLike[str], if_changed: bool = False) -> Path | None:
+    """Write `export_choices` to ``path`` as JSON, atomically (the package's one writer). ``if_changed``:
+    only when choices were made since this process last saved to ``path`` (returns None otherwise)."""
+    import json
+
+    from hiera_video.fileio import atomic_write_text
+
+    if if_changed and _SAVED.get(str(path)) == len(_CHOICES):
+        return None
+    n = len(_CHOICES)
+    written = atomic_write_text(path, json.dumps(export_choices(), indent=1) + "\n")
+    _SAVED[str(path)] = n
+    return written
+
+
+def load_choices(path: str | os.PathLike[str]) -> int:
+    """`import_choices` from a JSON file of `save_choices`; a missing or unreadable file adopts nothing
+    (with a warning when it exists but cannot be used)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        logger.warning("kernel choices %s not used: cannot read it (%s); measuring here instead", path, e)
+        return 0
+    return import_choices(data, source=f"kernel choices {path}")
+
+
+def _load_env_file() -> None:
+    """Once per process, at the first choice: `HIERA_VIDEO_KERNEL_CHOICES`'s file, and a save at exit."""
+    global _FILE_LOADED
+    _FILE_LOADED = True
+    path = os.environ.get(CHOICES_ENV)
+    if not path:
+        return
+    load_choices(path)
+    import atexit
+
+    def save() -> None:
+        try:
+            save_choices(path)
+        except OSError as e:  # a read-only place: the choices are simply not kept
+            logger.warning("kernel choices not saved to %s: %s", path, e)
+
+    atexit.register(save)
 
 
 def summary() -> dict[str, Any]:
