@@ -54,25 +54,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import gc
 import json
-import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a checkout
@@ -83,6 +78,17 @@ from hiera_video.fileio import atomic_write_text  # noqa: E402
 from hiera_video.models import cpu_kernels, fast  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
+from benchmark_measure import (  # noqa: E402
+    Variant,
+    count_flops,
+    make_infer_step,
+    make_train_step,
+    matmul_peak,
+    peak_memory,
+    reason,
+    time_interleaved,
+)
+from benchmark_refs import BUILDERS, available_refs  # noqa: E402
 from benchmark_report import (  # noqa: E402
     machine_info,
     markdown,
@@ -91,339 +97,7 @@ from benchmark_report import (  # noqa: E402
     write_section,
 )
 
-from hiera_video.models.config import HieraConfig  # noqa: E402
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Implementations
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Variant:
-    """One thing to time: an implementation in one numeric setting, wrapped as a zero-argument step."""
-
-    impl: str  # "ours", "original", "hf", "timm"
-    setting: str  # "fp32", "bf16 autocast", "bf16 weights", ...
-    model: nn.Module
-    x: torch.Tensor
-    autocast: torch.dtype | None
-    compiled: bool = False
-    fast_path: bool = True  # ours only: whether the CPU inference fast path may run
-    grad_ckpt: bool = False  # ours only, training: gradient checkpointing on
-    engine_optim: bool = False  # ours only, training: the engines' optimizer (fused AdamW) instead of AdamW()
-    step: Callable[[], Any] | None = None
-    out: torch.Tensor | None = None  # last inference output (logits), for the accuracy check
-    times: list[float] = field(default_factory=list)
-    compile_s: float | None = None
-    mem_bytes: int | None = None
-    error: str | None = None  # why this variant could not run here (its row says so)
-
-    @property
-    def label(self) -> str:
-        s = f"{self.impl} ({self.setting}"
-        if self.impl == "ours" and not self.fast_path:
-            s += ", regular path"
-        if self.grad_ckpt:
-            s += ", gradient checkpointing"
-        if self.engine_optim:
-            s += ", engine optimizer: fused AdamW"
-        if self.compiled:
-            s += ", compiled"
-        return s + ")"
-
-
-def original_config_kwargs(cfg: HieraConfig) -> dict[str, Any]:
-    """Constructor arguments of the original `hiera.Hiera` for one of our configs."""
-    return dict(
-        input_size=cfg.input_size,
-        in_chans=cfg.in_chans,
-        embed_dim=cfg.embed_dim,
-        num_heads=cfg.num_heads,
-        num_classes=cfg.num_classes,
-        stages=cfg.depths,
-        q_pool=cfg.q_pool,
-        q_stride=cfg.q_stride,
-        mask_unit_size=cfg.mask_unit_size,
-        mask_unit_attn=cfg.mask_unit_attn,
-        dim_mul=cfg.dim_mul,
-        head_mul=cfg.head_mul,
-        patch_kernel=cfg.patch_kernel,
-        patch_stride=cfg.patch_stride,
-        patch_padding=cfg.patch_padding,
-        mlp_ratio=cfg.mlp_ratio,
-        drop_path_rate=0.0,
-        sep_pos_embed=cfg.sep_pos_embed,
-    )
-
-
-def build_original(ours: nn.Module) -> nn.Module:
-    """The original implementation (pip ``hiera-transformer``) with our weights; the head returns logits."""
-    import hiera
-
-    ref = hiera.Hiera(**original_config_kwargs(ours.config))
-    ref.load_state_dict(ours.state_dict(), strict=True)  # identical parameter names
-    ref.head.act_func = nn.Identity()  # the original applies softmax in eval mode; compare logits
-    return ref
-
-
-def timm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our key names -> timm's: the final norm and classifier live under ``head`` in timm."""
-    rename = {
-        "norm.weight": "head.norm.weight",
-        "norm.bias": "head.norm.bias",
-        "head.projection.weight": "head.fc.weight",
-        "head.projection.bias": "head.fc.bias",
-    }
-    return {rename.get(k, k): v for k, v in sd.items()}
-
-
-def build_timm(ours: nn.Module) -> nn.Module:
-    from timm.models.hiera import Hiera as TimmHiera
-
-    cfg = ours.config
-    kw = original_config_kwargs(cfg)
-    kw["img_size"] = kw.pop("input_size")
-    kw["stages"] = kw.pop("stages")
-    ref = TimmHiera(**kw)
-    ref.load_state_dict(timm_state_dict(ours.state_dict()), strict=True)
-    return ref
-
-
-def build_hf(ours: nn.Module) -> nn.Module:
-    from transformers import HieraForImageClassification
-
-    from hiera_video.models import export_hf
-
-    with tempfile.TemporaryDirectory() as d:
-        export_hf(ours, d)
-        ref = HieraForImageClassification.from_pretrained(d)
-    return _HFLogits(ref)
-
-
-class _HFLogits(nn.Module):
-    """HF models return a ModelOutput; the benchmark wants the logits tensor."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=x).logits
-
-
-BUILDERS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "original": build_original,
-    "hf": build_hf,
-    "timm": build_timm,
-}
-
-
-def _reason(e: BaseException) -> str:
-    """One line naming an exception, for a row that says why something could not run."""
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
-
-
-def available_refs(requested: list[str], is_video: bool) -> tuple[list[str], list[str]]:
-    """Split requested references into usable ones and skipped ones (with the reason)."""
-    use, skipped = [], []
-    for r in requested:
-        if r in ("hf", "timm") and is_video:
-            skipped.append(f"{r}: image models only")
-            continue
-        mod = {"original": "hiera", "hf": "transformers", "timm": "timm"}[r]
-        try:
-            __import__(mod)
-        except ImportError:
-            skipped.append(f"{r}: `{mod}` not installed")
-            continue
-        use.append(r)
-    return use, skipped
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Steps
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def make_infer_step(v: Variant) -> Callable[[], torch.Tensor]:
-    def step() -> torch.Tensor:
-        ctx = fast.enabled() if v.fast_path else fast.disabled()
-        ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
-        with torch.inference_mode(), ctx, ac:
-            v.out = v.model(v.x)
-        return v.out
-
-    return step
-
-
-def make_train_step(v: Variant, labels: torch.Tensor) -> Callable[[], torch.Tensor]:
-    params = [p for p in v.model.parameters() if p.requires_grad]
-    if v.engine_optim:  # the optimizer the training engines build (PyTorch's fused AdamW where it applies)
-        from hiera_video.engine.optim import build_optimizer
-
-        opt = build_optimizer(v.model, lr=1e-6, weight_decay=0.05)
-    else:  # the same plain AdamW for every implementation: the model comparison
-        opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.05)
-
-    def step() -> torch.Tensor:
-        ctx = fast.enabled() if v.fast_path else fast.disabled()
-        ac = torch.autocast(v.x.device.type, dtype=v.autocast) if v.autocast else contextlib.nullcontext()
-        if v.impl == "ours" and not v.compiled:  # the model object is shared by several variants
-            v.model.set_grad_checkpointing(v.grad_ckpt)
-        with ctx, ac:
-            loss = F.cross_entropy(v.model(v.x).float(), labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    return step
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Measurements
-# ----------------------------------------------------------------------------------------------------------
-
-
-def matmul_peak(
-    dtype: torch.dtype,
-    n: int,
-    reps: int,
-    device: torch.device,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Dense ``n x n`` matmul FLOP/s per kernel, best of ``reps``: the physical limit the model can approach.
-
-    Measured with ``torch.mm`` (MKL / cuBLAS) and, on CPU, with oneDNN's GEMM (``mkldnn._linear_pointwise``,
-    what the fast path and Inductor use): on some CPUs (e.g. AMD with MKL) the two differ by 10-20%, and
-    the faster one is the machine's limit. A kernel that the probe found refused, or that raises here,
-    maps to a string saying why (e.g. oneDNN bf16 on an AVX2-only CPU) instead of a number.
-    """
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    kernels: dict[str, Callable[[], Any]] = {"torch.mm": lambda: torch.mm(a, b)}
-    out: dict[str, float | str] = {}
-    if device.type == "cpu" and dtype != torch.float16:
-        probe = {torch.float32: "onednn_fp32_linear", torch.bfloat16: "onednn_bf16_linear"}.get(dtype)
-        why = cpu_kernels.kernel_status().get(probe) if probe else "no oneDNN probe for this dtype"
-        if why is None:
-            kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-        else:
-            out["oneDNN"] = f"not run: {why}"
-    for name, f in kernels.items():
-        best = math.inf
-        try:
-            for i in range(reps + 2):
-                _sync(device)
-                t = clock()
-                f()
-                _sync(device)
-                if i >= 2:  # two warm-up calls
-                    best = min(best, clock() - t)
-            out[name] = 2 * n**3 / best
-        except Exception as e:  # noqa: BLE001 - a kernel this machine refuses is reported, not fatal
-            out[name] = f"failed: {_reason(e)}"
-    return out
-
-
-def count_flops(model: nn.Module, x: torch.Tensor, train: bool) -> int:
-    """FLOPs of one forward (or forward + backward) of our model, eager regular path."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    was = model.training
-    model.train(train)
-    try:
-        with fast.disabled(), counter:
-            if train:
-                model(x).float().sum().backward()
-            else:
-                with torch.no_grad():
-                    model(x)
-    finally:
-        model.train(was)
-        model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
-
-
-_LIBC = None
-
-
-def _read_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def peak_memory(step: Callable[[], Any], device: torch.device) -> int | None:
-    """Peak memory growth of one call of ``step`` in bytes (see the module docstring), or None."""
-    global _LIBC
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _read_status("VmRSS")
-        step()
-        return _read_status("VmHWM") - base
-    except (OSError, KeyError, AttributeError):
-        return None
-
-
-def time_interleaved(
-    variants: list[Variant],
-    reps: int,
-    warmup: int,
-    device: torch.device,
-    clock: Callable[[], float] = time.perf_counter,
-) -> None:
-    """Warm up every variant, then ``reps`` rounds, each timing every variant once in rotated order.
-
-    A variant whose step raises gets ``error`` set (and is left out of the later rounds); the others go on.
-    """
-    for v in variants:
-        try:
-            for i in range(max(warmup, 1)):
-                _sync(device)
-                t = time.perf_counter()
-                v.step()
-                _sync(device)
-                if i == 0 and v.compiled:
-                    v.compile_s = time.perf_counter() - t
-        except Exception as e:  # noqa: BLE001 - e.g. a kernel this CPU refuses: a row says so
-            v.error = _reason(e)
-    for r in range(reps):
-        alive = [v for v in variants if v.error is None]
-        for j in range(len(alive)):
-            v = alive[(r + j) % len(alive)]
-            try:
-                _sync(device)
-                t = clock()
-                v.step()
-                _sync(device)
-                v.times.append(clock() - t)
-            except Exception as e:  # noqa: BLE001
-                v.error = _reason(e)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -520,7 +194,7 @@ def run_config(
     try:
         return _run_config(cfg, args, peaks, device, result)
     except Exception as e:  # noqa: BLE001 - e.g. out of memory building the model: report, go on
-        result["rows"].append(_status_row("all", cfg.precision, "failed", _reason(e)))
+        result["rows"].append(_status_row("all", cfg.precision, "failed", reason(e)))
         return result
     finally:
         gc.collect()
@@ -538,7 +212,7 @@ def _run_config(
         try:
             refs[r] = BUILDERS[r](ours).to(device)
         except Exception as e:  # noqa: BLE001 - a reference that rejects this config is skipped, not fatal
-            skipped.append(f"{r}: {_reason(e)}")
+            skipped.append(f"{r}: {reason(e)}")
     result["skipped_refs"] = skipped
     x = torch.randn(cfg.batch_size, mcfg.in_chans, *mcfg.input_size, device=device)
     result["input_shape"] = list(x.shape)
