@@ -439,9 +439,9 @@ def test_blocks_over_sample_chunks_match_regular_path(chunked, kernel, monkeypat
     blocks = [0]
     orig = type(model.blocks[0])._forward_fast
 
-    def spy(self, h):
+    def spy(self, h, owned):
         blocks[0] += 1
-        return orig(self, h)
+        return orig(self, h, owned)
 
     monkeypatch.setattr(type(model.blocks[0]), "_forward_fast", spy)
     with torch.inference_mode():
@@ -481,3 +481,70 @@ def test_scratch_buffers_are_bounded_and_reused():
     assert (fast.SCRATCH_SHAPES + 10, 3) in {k[0] for k in fast._SCRATCH.bufs}  # the newest kept
     fast.clear_cache()
     assert not getattr(fast._SCRATCH, "bufs", None)
+
+
+
+def _ln_linear(x, norm, lin, act, order):
+    y = torch.nn.functional.linear(norm(x), lin.weight, lin.bias)
+    y = torch.nn.functional.gelu(y) if act == "gelu" else y
+    return y if order is None else y[..., order.index]
+
+
+@pytest.mark.parametrize("folded", [True, False])
+@pytest.mark.parametrize("act, rows, scratch", [("none", False, False), ("gelu", False, True), ("none", True, True)])
+def test_norm_linear_equals_layer_norm_then_linear(folded, act, rows, scratch, monkeypatch):
+    """`fast.norm_linear`, with the bias folded into the GEMM or not, is ``linear(layer_norm(x))`` to
+    rounding, and follows in-place updates of the bias (the folded weight is a cached copy)."""
+    torch.manual_seed(0)
+    norm, lin = randomize_(nn.LayerNorm(96, eps=1e-6)), randomize_(nn.Linear(96, 288))
+    order = fast.head_major(3, 32) if rows else None
+    x = torch.randn(2, 50, 96)
+    real = cpu_kernels.cached_choice
+    monkeypatch.setattr(cpu_kernels, "cached_choice", lambda key: folded if key[0] == "folded" else real(key))
+    with torch.inference_mode():
+        got = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch).clone()
+        torch.testing.assert_close(got, _ln_linear(x, norm, lin, act, order), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        lin.bias.add_(1.0)  # an optimizer step or load_state_dict in between
+    with torch.inference_mode():
+        again = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch)
+        torch.testing.assert_close(again, _ln_linear(x, norm, lin, act, order), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("winner", [False, True])
+def test_norm_linear_keeps_the_folded_weight_only_where_chosen(winner, monkeypatch):
+    torch.manual_seed(0)
+    norm, lin = nn.LayerNorm(64), nn.Linear(64, 128)
+    x = torch.randn(4, 40, 64)
+
+    def choose(key, regular, candidate, *args, **kwargs):  # both run, as when measuring; the winner is set
+        regular(), candidate()
+        cpu_kernels._CHOICES[key] = winner
+        return winner, None
+
+    monkeypatch.setattr(cpu_kernels, "choose", choose)
+    with torch.inference_mode():
+        got = fast.norm_linear(x, norm, lin)
+        torch.testing.assert_close(got, _ln_linear(x, norm, lin, "none", None), rtol=0, atol=1e-5)
+    assert ("w" in fast._CACHE[id(lin.weight)][1][("folded", torch.float32, None)]) == winner
+
+
+def test_block_input_is_consumed_in_place_only_outside_measurements():
+    """With nothing measured yet, choices (blocks over sample chunks included) are measured by repeating
+    calls on one block input: the in-place residual add into an owned input must wait until they are made,
+    else the repeated calls would see an input already overwritten."""
+    model, x = make("image")
+    x = torch.cat([x, x.flip(0), x * 0.5])
+    with torch.inference_mode(), fast.disabled():
+        ref = model.forward_intermediates(x)
+    old = fast.SAMPLE_CHUNK_ROWS
+    fast.SAMPLE_CHUNK_ROWS = 1  # one sample per chunk: a measured chunking choice at every block
+    try:
+        for _ in range(2):  # measuring, then measured
+            with torch.inference_mode():
+                out = model.forward_intermediates(x)
+            for a, b in zip([out[0], *out[1]], [ref[0], *ref[1]]):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    finally:
+        fast.SAMPLE_CHUNK_ROWS = old
+    assert any(k[0] == "samples" for k in cpu_kernels.choices()) == FP32_OK

@@ -67,6 +67,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ __all__ = [
     "kernel_status",
     "load_choices",
     "low_precision_speedup",
+    "measuring",
     "native",
     "resolve_precision",
     "run_faster",
@@ -322,6 +324,7 @@ def resolve_precision(requested: str, device: torch.device | str, force: bool = 
 # ---------------------------------------------------------------------------------------------------------
 
 _CHOICES: dict[tuple, bool] = {}
+_MEASURING = threading.local()
 _MAX_TIMED = 5
 _MIN_TIMED = 2
 _TIME_BUDGET_S = 0.02  # per variant: fewer timed calls for slow (large) shapes
@@ -349,6 +352,21 @@ def choose(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], mar
     got = cached_choice(key)
     if got is not None:
         return got, None
+    _MEASURING.depth = getattr(_MEASURING, "depth", 0) + 1
+    try:
+        return _measure(key, regular, candidate, margin, budget)
+    finally:
+        _MEASURING.depth -= 1
+
+
+def measuring() -> bool:
+    """Whether this thread is inside `choose`'s measurement: it calls each variant several times on one
+    input, so nothing may consume (write into) that input meanwhile (`fast.linear`'s in-place residual)."""
+    return getattr(_MEASURING, "depth", 0) > 0
+
+
+def _measure(key: tuple, regular: Callable[[], T], candidate: Callable[[], T], margin: float,
+             budget: float) -> tuple[bool, T | None]:
     try:
         t0 = time.perf_counter()
         candidate()

@@ -48,8 +48,7 @@ __all__ = ["Hiera", "HieraBackbone", "HieraBlock", "MaskUnitAttention", "reroll"
 def unroll_permutation(ndim: int, schedule: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
     """Axes of a ``[B, *split dims, C]`` view and the permutation that puts it in unrolled order.
 
-    Returns ``(split_index, perm)``: dimension ``d`` of the grid is viewed as the axes
-    ``[g_d, r_kd .. r_1d]``;
+    Returns ``(split_index, perm)``: dimension ``d`` of the grid is viewed as the axes ``[g_d, r_kd .. r_1d]``;
     ``perm`` orders those axes as ``[B, r_1 (all d), ..., r_k (all d), g (all d), C]``.
     """
     k = len(schedule)
@@ -161,12 +160,15 @@ class MaskUnitAttention(nn.Module):
             return fast.train_linear(self._attend(fast.train_linear(x, self.qkv)), self.proj)
         return self.proj(self._attend(self.qkv(x)))
 
-    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm: nn.LayerNorm | None = None,
+                     consume_residual: bool = False) -> torch.Tensor:
         """Inference-only `forward` (+ ``residual``; see `fast`): the bias and the residual add run in the
-        GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype."""
-        rows = fast.head_major(self.heads, self.head_dim)
-        qkv = fast.linear(x, self.qkv, rows=rows, scratch=True)  # scratch: dead after the attention
-        return fast.linear(self._attend(qkv, head_major=True), self.proj, residual=residual)
+        GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype, normalised here by ``norm``."""
+        rows = fast.head_major(self.heads, self.head_dim)  # qkv in scratch: dead after the attention
+        qkv = (fast.linear(x, self.qkv, rows=rows, scratch=True) if norm is None
+               else fast.norm_linear(x, norm, self.qkv, rows=rows, scratch=True))
+        return fast.linear(self._attend(qkv, head_major=True), self.proj, residual=residual,
+                           consume_residual=consume_residual)
 
     def _attend(self, qkv: torch.Tensor, head_major: bool = False) -> torch.Tensor:
         """``qkv`` ``[B, N, 3 * dim_out]`` -> attention output ``[B, N // q_stride, dim_out]`` (before proj).
@@ -241,22 +243,24 @@ class HieraBlock(nn.Module):
         m = self.mlp(self.norm2(x), onednn)
         return x + self.drop_path(m if ls2 is None else ls2(m))
 
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_fast(self, x: torch.Tensor, owned: bool = False) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype.
-        Large batches run in chunks of samples where that measured faster (`fast.per_sample_chunks`)."""
+        Large batches run in chunks of samples where that measured faster (`fast.per_sample_chunks`).
+        ``owned``: the caller gives ``x`` up, so the attention's residual add may write into it."""
         a = self.attn
         key = (x.shape[1], self.dim, self.dim_out, a.heads, a.q_stride, a.window_size, a.use_mask_unit_attn)
-        return fast.per_sample_chunks(self._forward_fast, x, key)
+        return fast.per_sample_chunks(lambda x_: self._forward_fast(x_, owned), x, key)
 
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        x_norm = fast.layer_norm(x, self.norm1)
+    def _forward_fast(self, x: torch.Tensor, owned: bool) -> torch.Tensor:
         if self.dim != self.dim_out:
+            x_norm = fast.layer_norm(x, self.norm1)
             x = fast.linear(x_norm, self.proj)
             s = self.attn.q_stride
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
-        x = self.attn.forward_fast(x_norm, residual=x)
-        h = fast.layer_norm(x, self.norm2)
-        return fast.mlp(h, self.mlp, residual=x, consume_residual=True)  # x is this block's own tensor
+            x = self.attn.forward_fast(x_norm, residual=x, consume_residual=True)  # x: made just above
+        else:  # normalised inside, maybe straight into a folded-bias GEMM (`fast.norm_linear`)
+            x = self.attn.forward_fast(x, residual=x, norm=self.norm1, consume_residual=owned)
+        return fast.mlp(x, self.mlp, residual=x, consume_residual=True, norm=self.norm2)  # x: this block's
 
 
 class Head(nn.Module):
@@ -530,9 +534,10 @@ class Hiera(nn.Module):
         wanted = set(stage_indices(stages, cfg.num_stages))
         outs: list[torch.Tensor] = []
         schedule, grid = list(self.unroll_schedule), list(tokens)
+        owned = True  # x is this forward's own tensor, unless a stage output (maybe a view of it) was kept
         for i, blk in enumerate(self.blocks):
             if dt is not None:
-                x = blk.forward_fast(x)
+                x, owned = blk.forward_fast(x, owned), True
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, onednn, use_reentrant=False)
             elif onednn:
@@ -543,6 +548,7 @@ class Hiera(nn.Module):
                 s = cfg.stage_ends.index(i)
                 if s in wanted:
                     outs.append(reroll(x, grid, schedule, num_units))
+                    owned = False
                 if s < cfg.q_pool and schedule:  # the next stage pools with the first remaining stride
                     grid = [g // st for g, st in zip(grid, schedule[0])]
                     schedule = schedule[1:]
