@@ -502,12 +502,14 @@ def test_norm_linear_equals_layer_norm_then_linear(folded, act, rows, scratch, m
     real = cpu_kernels.cached_choice
     monkeypatch.setattr(cpu_kernels, "cached_choice", lambda key: folded if key[0] == "folded" else real(key))
     with torch.inference_mode():
-        got = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch).clone()
+        got, x_norm = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch)
         torch.testing.assert_close(got, _ln_linear(x, norm, lin, act, order), rtol=0, atol=1e-5)
+        torch.testing.assert_close(x_norm, norm(x), rtol=0, atol=1e-6)  # the LayerNorm output, also given
+        got = got.clone()
     with torch.no_grad():
         lin.bias.add_(1.0)  # an optimizer step or load_state_dict in between
     with torch.inference_mode():
-        again = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch)
+        again = fast.norm_linear(x, norm, lin, act, rows=order, scratch=scratch)[0]
         torch.testing.assert_close(again, _ln_linear(x, norm, lin, act, order), rtol=0, atol=1e-5)
 
 
@@ -524,7 +526,7 @@ def test_norm_linear_keeps_the_folded_weight_only_where_chosen(winner, monkeypat
 
     monkeypatch.setattr(cpu_kernels, "choose", choose)
     with torch.inference_mode():
-        got = fast.norm_linear(x, norm, lin)
+        got = fast.norm_linear(x, norm, lin)[0]
         torch.testing.assert_close(got, _ln_linear(x, norm, lin, "none", None), rtol=0, atol=1e-5)
     assert ("w" in fast._CACHE[id(lin.weight)][1][("folded", torch.float32, None)]) == winner
 

@@ -385,9 +385,11 @@ def _folded_weight(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None) ->
 
 
 def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, lin: nn.Linear, act: str = "none",
-                rows: RowOrder | None = None, scratch: bool = False) -> torch.Tensor:
-    """Inference ``linear(layer_norm(x, norm), lin, act, rows=rows, scratch=scratch)``, or the same with the
-    bias folded into the GEMM where that measured faster for this shape (fp32).
+                rows: RowOrder | None = None, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference ``(linear(x_norm, lin, act, rows=rows, scratch=scratch), x_norm)`` with
+    ``x_norm = layer_norm(x, norm)``, or the same with the bias folded into the GEMM where that measured
+    faster for this shape (fp32). ``x_norm`` is then a view of a reused buffer (like ``scratch``: valid
+    until the next call with this shape on this thread).
 
     Why: the MKL GEMM has no epilogue, so ``addmm`` first writes the broadcast bias over its whole output, a
     pass over cold memory that costs a quarter to a half of a first-stage GEMM (K = 96; measured on an Intel
@@ -396,14 +398,15 @@ def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, lin: nn.Linear, act: str = 
     ``x W^T + b`` with the bias inside the dot products (same values to float rounding). The weight copy is
     kept only while some shape of the layer uses it.
     """
-    def plain() -> torch.Tensor:
-        return linear(layer_norm(x, norm), lin, act, rows=rows, scratch=scratch)
+    def plain() -> tuple[torch.Tensor, torch.Tensor]:
+        x_norm = layer_norm(x, norm)
+        return linear(x_norm, lin, act, rows=rows, scratch=scratch), x_norm
 
     if lin.bias is None or x.dtype != torch.float32:
         return plain()
     K, N = x.shape[-1], lin.out_features
 
-    def folded() -> torch.Tensor:
+    def folded() -> tuple[torch.Tensor, torch.Tensor]:
         x2 = x.reshape(-1, K)
         buf = _scratch((x2.shape[0], K + 1), x.dtype, ones_column=True)
         torch.ops.aten.native_layer_norm.out(
@@ -412,7 +415,7 @@ def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, lin: nn.Linear, act: str = 
         out = _scratch((x2.shape[0], N), x.dtype) if scratch else x.new_empty(x2.shape[0], N)
         y = torch.mm(buf, _folded_weight(lin, x.dtype, rows).t(), out=out)
         y = torch.ops.aten.gelu_(y) if act == "gelu" else y
-        return y.view(*x.shape[:-1], N)
+        return y.view(*x.shape[:-1], N), buf[:, :K].view(*x.shape)
 
     key = cpu_kernels.shape_key("folded", x, K, N, act)
     use = cpu_kernels.cached_choice(key)
@@ -445,7 +448,7 @@ def mlp(h: torch.Tensor, m: nn.Module, residual: torch.Tensor, consume_residual:
 
     def two(h_: torch.Tensor, r_: torch.Tensor, consume: bool) -> torch.Tensor:
         hidden = (linear(h_, m.fc1, act="gelu", scratch=True) if norm is None
-                  else norm_linear(h_, norm, m.fc1, act="gelu", scratch=True))
+                  else norm_linear(h_, norm, m.fc1, act="gelu", scratch=True)[0])
         return linear(hidden, m.fc2, residual=r_, consume_residual=consume)
 
     rows = h.numel() // h.shape[-1]

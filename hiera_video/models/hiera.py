@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import fast
 from .config import HieraConfig, check_input_size, stage_indices
+from .layers import DropPath, LayerScale, Mlp
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .pos_embed import abswin_pos_embed, resize_pos_embed
 from .weights import save_pretrained as _save_pretrained
@@ -100,39 +101,6 @@ def reroll(x: torch.Tensor, size: Sequence[int], schedule: Sequence[Sequence[int
 # ----------------------------------------------------------------------------------------------------------
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop the residual branch per sample with probability p, rescale the survivors."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep.div_(1 - p)
-
-
-class DropPath(nn.Module):
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        if onednn:  # fp32 CPU training linears (see fast.train_linear)
-            return fast.train_linear(self.act(fast.train_linear(x, self.fc1)), self.fc2)
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class MaskUnitAttention(nn.Module):
     """Mask-unit (windowed) or global attention on an unrolled sequence, with optional query pooling.
 
@@ -160,13 +128,22 @@ class MaskUnitAttention(nn.Module):
             return fast.train_linear(self._attend(fast.train_linear(x, self.qkv)), self.proj)
         return self.proj(self._attend(self.qkv(x)))
 
-    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None, norm: nn.LayerNorm | None = None,
-                     consume_residual: bool = False) -> torch.Tensor:
+    def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Inference-only `forward` (+ ``residual``; see `fast`): the bias and the residual add run in the
-        GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype, normalised here by ``norm``."""
-        rows = fast.head_major(self.heads, self.head_dim)  # qkv in scratch: dead after the attention
-        qkv = (fast.linear(x, self.qkv, rows=rows, scratch=True) if norm is None
-               else fast.norm_linear(x, norm, self.qkv, rows=rows, scratch=True))
+        GEMM epilogues, qkv comes out head-major. ``x`` is in the compute dtype."""
+        return self.out_fast(self.qkv_fast(x)[0], residual)
+
+    def qkv_fast(self, x: torch.Tensor, norm: nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward_fast`'s first half: ``(qkv, x_norm)``, head-major qkv of ``x_norm = norm(x)`` (or ``x``),
+        maybe with the bias folded into the GEMM (`fast.norm_linear`). qkv is scratch: use it at once."""
+        rows = fast.head_major(self.heads, self.head_dim)
+        if norm is None:
+            return fast.linear(x, self.qkv, rows=rows, scratch=True), x
+        return fast.norm_linear(x, norm, self.qkv, rows=rows, scratch=True)
+
+    def out_fast(self, qkv: torch.Tensor, residual: torch.Tensor | None, consume_residual: bool = False
+                 ) -> torch.Tensor:
+        """`forward_fast`'s second half: attention and proj (+ ``residual``, see `fast.linear`)."""
         return fast.linear(self._attend(qkv, head_major=True), self.proj, residual=residual,
                            consume_residual=consume_residual)
 
@@ -191,17 +168,6 @@ class MaskUnitAttention(nn.Module):
             q = q.view(B, nw * h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
         # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
-
-
-class LayerScale(nn.Module):
-    """Per-channel scale of a residual branch (CaiT); ``gamma`` as timm names it."""
-
-    def __init__(self, dim: int, init: float):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
 
 
 class HieraBlock(nn.Module):
@@ -252,14 +218,11 @@ class HieraBlock(nn.Module):
         return fast.per_sample_chunks(lambda x_: self._forward_fast(x_, owned), x, key)
 
     def _forward_fast(self, x: torch.Tensor, owned: bool) -> torch.Tensor:
-        if self.dim != self.dim_out:
-            x_norm = fast.layer_norm(x, self.norm1)
-            x = fast.linear(x_norm, self.proj)
-            s = self.attn.q_stride
+        qkv, x_norm = self.attn.qkv_fast(x, self.norm1)  # maybe a folded-bias GEMM (`fast.norm_linear`)
+        if self.dim != self.dim_out:  # the projected, pooled residual: made here, so ours to write into
+            x, s, owned = fast.linear(x_norm, self.proj), self.attn.q_stride, True
             x = x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
-            x = self.attn.forward_fast(x_norm, residual=x, consume_residual=True)  # x: made just above
-        else:  # normalised inside, maybe straight into a folded-bias GEMM (`fast.norm_linear`)
-            x = self.attn.forward_fast(x, residual=x, norm=self.norm1, consume_residual=owned)
+        x = self.attn.out_fast(qkv, residual=x, consume_residual=owned)
         return fast.mlp(x, self.mlp, residual=x, consume_residual=True, norm=self.norm2)  # x: this block's
 
 
