@@ -119,8 +119,7 @@ class HieraDetBlock(HieraBlock):
         else:
             y = self.attn.forward_fast(tokens)
             x = x + self._unwindows(y, grid, x.shape[1:3])
-        h = fast.layer_norm(x, self.norm2)
-        return fast.linear(fast.linear(h, self.mlp.fc1, act="gelu"), self.mlp.fc2, residual=x)
+        return fast.mlp(x, self.mlp, residual=x, consume_residual=True, norm=self.norm2)  # x: made just above
 
     def _windows(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """``[B, H, W, C]`` -> window tokens ``[B * windows, window², C]`` and the window grid.
