@@ -409,7 +409,7 @@ def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, lin: nn.Linear, act: str = 
         x_norm = layer_norm(x, norm)
         return linear(x_norm, lin, act, rows=rows, scratch=scratch), x_norm
 
-    if lin.bias is None or x.dtype != torch.float32:
+    if lin.bias is None or x.dtype != torch.float32 or FORCE_ONEDNN:  # (folded is an MKL GEMM)
         return plain()
     K, N = x.shape[-1], lin.out_features
 
