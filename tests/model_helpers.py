@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 import torch
+
+from hiera_video.models import cpu_kernels
 
 TINY_IMAGE = dict(input_size=(64, 64), embed_dim=16, num_heads=1, depths=(1, 1, 2, 1), num_classes=7)
 TINY_VIDEO = dict(input_size=(4, 64, 64), embed_dim=16, num_heads=1, depths=(1, 1, 2, 1), num_classes=5)
@@ -34,3 +40,26 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             is_norm_scale = p.ndim == 1 and "norm" in name and name.endswith("weight")
             p.copy_(1 + 0.1 * noise if is_norm_scale else 0.02 * noise)
     return model
+
+
+@contextlib.contextmanager
+def choices_must_be_adopted(exported: dict[str, Any]) -> Iterator[set[tuple]]:
+    """Within: this process's CPU kernel choices are forgotten (as in a new process) and measuring any shape
+    that ``exported`` (`cpu_kernels.export_choices`) holds fails, so the code under test must adopt them.
+    Yields those keys; the process's own choices are back afterwards."""
+    adopted = {cpu_kernels._decode(k) for k, _ in exported["choices"]}
+    measure = cpu_kernels.choose
+
+    def choose(key, *args, **kwargs):
+        assert key not in adopted, f"measured {key} again instead of adopting its saved choice"
+        return measure(key, *args, **kwargs)
+
+    before = cpu_kernels.choices()
+    cpu_kernels.clear_choices()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cpu_kernels, "choose", choose)
+            yield adopted
+    finally:
+        cpu_kernels.clear_choices()
+        cpu_kernels._CHOICES.update(before)

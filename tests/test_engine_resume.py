@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import choices_must_be_adopted
 
 from hiera_video.config import apply_overrides, demo_config
 from hiera_video.data import make_motion_dataset
@@ -58,22 +59,9 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
 
     # The kernel choices of the interrupted run travel in its checkpoint and the resume adopts them (as a new
     # process would have to): with them forgotten here, measuring any of them again would fail.
-    adopted = {tuple(cpu_kernels._decode(k)) for k, _ in saved["kernel_choices"]["choices"]}
     assert saved["kernel_choices"]["fingerprint"] == cpu_kernels.fingerprint()
-    measure = cpu_kernels.choose
-
-    def choose(key, *args, **kwargs):
-        assert key not in adopted, f"measured {key} again instead of adopting the checkpoint's choice"
-        return measure(key, *args, **kwargs)
-
-    before = cpu_kernels.choices()
-    cpu_kernels.clear_choices()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cpu_kernels, "choose", choose)
-            resumed = train(config(root, tmp_path, "resumed", "data.num_workers=1"), resume="auto")
-    finally:
-        cpu_kernels._CHOICES.update(before)
+    with choices_must_be_adopted(saved["kernel_choices"]):
+        resumed = train(config(root, tmp_path, "resumed", "data.num_workers=1"), resume="auto")
     assert resumed["state"].step == 6
 
     ref, res = final_state(reference["run_dir"]), final_state(resumed["run_dir"])

@@ -23,6 +23,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from model_helpers import choices_must_be_adopted
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
@@ -269,25 +270,11 @@ def test_killed_run_resumes_to_the_same_features(data, reference, tmp_path):
     # The killed run's CPU kernel choices were kept with its shards; the resume adopts them (measuring any
     # again would fail here), so the folder's features are one computation.
     kept = json.loads((out / "parts" / "kernel_choices.r00000.json").read_text())
-    adopted = {cpu_kernels._decode(k) for k, _ in kept["choices"]}
     with torch.inference_mode():
         fast_on = fast.active(torch.zeros(1))
-    assert bool(adopted) == fast_on and kept["fingerprint"] == cpu_kernels.fingerprint()
-    measure = cpu_kernels.choose
-
-    def choose(key, *args, **kwargs):
-        assert key not in adopted, f"measured {key} again instead of adopting the killed run's choice"
-        return measure(key, *args, **kwargs)
-
-    before = cpu_kernels.choices()
-    cpu_kernels.clear_choices()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cpu_kernels, "choose", choose)
-            summary = extract_features(data["resume"], out, pretrained=str(data["root"] / "video_model"),
-                                       **RESUME_KW)
-    finally:
-        cpu_kernels._CHOICES.update(before)
+    assert bool(kept["choices"]) == fast_on and kept["fingerprint"] == cpu_kernels.fingerprint()
+    with choices_must_be_adopted(kept):
+        summary = extract_features(data["resume"], out, pretrained=str(data["root"] / "video_model"), **RESUME_KW)
     assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 4, 2)
     assert not list((out / "shards").glob("*.tmp"))
     ids = _shard_video_ids(out)
