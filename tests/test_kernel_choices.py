@@ -181,3 +181,10 @@ def test_env_file_makes_a_second_process_compute_what_the_first_did(tmp_path):
             assert len(json.loads((tmp_path / "choices.json").read_text())["choices"]) > 0
     first, second = (torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in ("first", "second"))
     assert torch.equal(first, second)
+
+
+def test_a_key_json_cannot_hold_is_left_out_not_fatal():
+    cpu_kernels.choose(("test", torch.float32, 8, 1), lambda: 1, lambda: 2)
+    cpu_kernels.choose(("test", object()), lambda: 1, lambda: 2)
+    exported = json.loads(json.dumps(cpu_kernels.export_choices()))
+    assert [k for k, _ in exported["choices"]] == [["test", {"dtype": "float32"}, 8, 1]]

@@ -475,8 +475,13 @@ def _decode(item: Any) -> Any:
 
 def export_choices() -> dict[str, Any]:
     """This process's choices with their `fingerprint`, as plain JSON-able data (for `import_choices`)."""
-    return {"format": CHOICES_FORMAT, "fingerprint": fingerprint(),
-            "choices": [[_encode(k), v] for k, v in _CHOICES.items()]}
+    pairs = []
+    for k, v in _CHOICES.items():
+        try:
+            pairs.append([_encode(k), v])
+        except TypeError:  # a key element JSON cannot hold (none today): that choice is measured anew
+            logger.debug("kernel choice %s not exported", k)
+    return {"format": CHOICES_FORMAT, "fingerprint": fingerprint(), "choices": pairs}
 
 
 def import_choices(data: Any, source: str = "kernel choices") -> int:
