@@ -173,3 +173,24 @@ def test_prepare_writes_shards(tmp_path: Path, records) -> None:
     assert len(list_shards(tmp_path / "shards")) == 3
     frames = TarShardVideoDataset(tmp_path / "shards", train=False, transform=None)[0][0]
     assert frames.dtype == torch.uint8 and np.prod(frames.shape) > 0
+
+
+def test_a_local_shard_index_is_read_once_until_the_shard_changes(tmp_path: Path, records, monkeypatch) -> None:
+    """The class scan and the dataset of one run index the same shards: their headers are read once, and
+    again only when a shard's size or modification time changes (it was rewritten)."""
+    from hiera_video.data import shards as shards_mod
+
+    shard = str(write_shards(records[:2], tmp_path / "shards")[0])
+    opened = []
+    real_open = shards_mod._open_binary
+    monkeypatch.setattr(shards_mod, "_open_binary", lambda loc: opened.append(loc) or real_open(loc))
+    first = index_shard(shard)
+    first[0][2]["mine"] = 1  # the caller's metadata: not the kept index's
+    again = index_shard(shard)
+    assert len(opened) == 1 and [m for m, _, _ in again] == [m for m, _, _ in first]
+    assert "mine" not in again[0][2]
+    TarShardVideoDataset(shard)
+    assert len(opened) == 1
+    write_shards(records[1:3], tmp_path / "shards", overwrite=True)  # rewritten: other samples
+    changed = index_shard(shard)
+    assert len(opened) == 2 and [m.key for m, _, _ in changed] != [m.key for m, _, _ in first]

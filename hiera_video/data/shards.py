@@ -29,6 +29,7 @@ it derives and checks the same way.
 
 from __future__ import annotations
 
+import collections
 import glob
 import io
 import json
@@ -137,15 +138,41 @@ def list_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return found
 
 
+_INDEXES: collections.OrderedDict[tuple[str, str, int, int], list] = collections.OrderedDict()
+INDEX_CACHE_SHARDS = 4096  # local shards whose index is kept (most recently read first)
+
+
 def index_shard(shard: str) -> list[tuple[ShardMember, int, dict[str, Any]]]:
     """Read one shard's headers → ``(member, label, metadata)`` per sample, in the shard's order.
 
-    ``label`` is -1 when the sample has neither ``.cls`` nor a ``"label"`` in ``.json``.
+    ``label`` is -1 when the sample has neither ``.cls`` nor a ``"label"`` in ``.json``. A local shard's
+    index is kept for the process while its size and modification time stay the same, so the class scan
+    and the dataset of one run read its headers once (a URL's is read each time: it can change unseen).
 
     Raises:
         ValueError: an unsafe member name, a link/device member, a sample without or with two videos, or a
             label that is not an integer (each names the shard and the member).
     """
+    key = None
+    if not is_url(shard):
+        try:
+            st = os.stat(shard)
+            key = (shard, os.path.abspath(shard), st.st_size, st.st_mtime_ns)  # (members keep `shard`)
+        except OSError:
+            pass  # missing: _read_index raises the usual error
+    if key is not None and key in _INDEXES:
+        _INDEXES.move_to_end(key)
+    else:
+        samples = _read_index(shard)
+        if key is None:
+            return samples
+        _INDEXES[key] = samples
+        while len(_INDEXES) > INDEX_CACHE_SHARDS:
+            _INDEXES.popitem(last=False)
+    return [(member, label, dict(meta)) for member, label, meta in _INDEXES[key]]  # metadata: the caller's
+
+
+def _read_index(shard: str) -> list[tuple[ShardMember, int, dict[str, Any]]]:
     videos: dict[str, ShardMember] = {}
     labels: dict[str, int] = {}
     metadata: dict[str, dict[str, Any]] = {}
