@@ -148,6 +148,11 @@ def test_files_missing_unreadable_or_valid(tmp_path, caplog):
     cpu_kernels.choose(("test", torch.bfloat16, 16, 2, "gelu", True), lambda: 1, lambda: 2)
     path = cpu_kernels.save_choices(tmp_path / "sub" / "choices.json")
     assert cpu_kernels.save_choices(path, if_changed=True) is None  # nothing new since
+    key = next(iter(cpu_kernels.choices()))
+    cpu_kernels._CHOICES[key] = not cpu_kernels._CHOICES[key]  # a changed value, the same count
+    assert cpu_kernels.save_choices(path, if_changed=True) == path
+    cpu_kernels._CHOICES[key] = not cpu_kernels._CHOICES[key]
+    cpu_kernels.save_choices(path)
     saved = cpu_kernels.choices()
     cpu_kernels.clear_choices()
     assert cpu_kernels.load_choices(path) == 1 and cpu_kernels.choices() == saved  # dtype, str, bool keys

@@ -514,21 +514,21 @@ def import_choices(data: Any, source: str = "kernel choices") -> int:
     return len(got)
 
 
-_SAVED: dict[str, int] = {}  # path -> number of choices it was last saved with by `save_choices`
+_SAVED: dict[str, dict[tuple, bool]] = {}  # path -> the choices `save_choices` last wrote there
 
 
 def save_choices(path: str | os.PathLike[str], if_changed: bool = False) -> Path | None:
     """Write `export_choices` to ``path`` as JSON, atomically (the package's one writer). ``if_changed``:
-    only when choices were made since this process last saved to ``path`` (returns None otherwise)."""
+    only when the choices differ from what this process last saved to ``path`` (returns None otherwise)."""
     import json
 
     from hiera_video.fileio import atomic_write_text
 
-    if if_changed and _SAVED.get(str(path)) == len(_CHOICES):
+    if if_changed and _SAVED.get(str(path)) == _CHOICES:
         return None
-    n = len(_CHOICES)
+    snapshot = dict(_CHOICES)
     written = atomic_write_text(path, json.dumps(export_choices(), indent=1) + "\n")
-    _SAVED[str(path)] = n
+    _SAVED[str(path)] = snapshot
     return written
 
 
