@@ -369,20 +369,28 @@ def linear(
             return y.add_(residual)  # = residual + y (the regular path's sum), one pass, no new buffer
         return torch.ops.aten.gelu_(y) if act == "gelu" else y  # in place: y is ours, no new buffer
 
+    def regular_later() -> torch.Tensor:
+        # In place only once measured, and never while an enclosing choice measures (it repeats calls on
+        # one input).
+        return regular(in_place=not cpu_kernels.measuring())
+
     if FORCE_ONEDNN is not None:
-        return onednn() if FORCE_ONEDNN else regular(in_place=not cpu_kernels.measuring())
+        return onednn() if FORCE_ONEDNN else regular_later()
     key = cpu_kernels.shape_key("infer", x, lin.in_features, lin.out_features, act, residual is not None)
     # The first call with this shape measures both (never in place) and keeps the faster.
-    # In place only once measured, and never while an enclosing choice measures (it repeats calls on one input).
-    return cpu_kernels.run_faster(key, regular, onednn, INFER_MARGIN,
-                                  regular_later=lambda: regular(in_place=not cpu_kernels.measuring()))
+    return cpu_kernels.run_faster(key, regular, onednn, INFER_MARGIN, regular_later=regular_later)
+
+
+def _folded_holder(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None) -> dict:
+    """The weight-cache entry holding `_folded_weight`'s copy (cleared where the copy is not used)."""
+    return _cached(lin.weight, ("folded", dtype, None if rows is None else rows.name), dict)
 
 
 def _folded_weight(lin: nn.Linear, dtype: torch.dtype, rows: RowOrder | None) -> torch.Tensor:
     """``[W | b]`` (``[out, in + 1]``, rows in ``rows`` order) for `norm_linear`: cached with the weight and
     rebuilt when the bias changes (the cache entry follows the weight's version, this the bias's)."""
     b = lin.bias
-    holder = _cached(lin.weight, ("folded", dtype, None if rows is None else rows.name), dict)
+    holder = _folded_holder(lin, dtype, rows)
     stamp = (b.data_ptr(), b._version)
     if holder.get("stamp") != stamp:
         with torch.no_grad(), torch.inference_mode(False):
@@ -430,7 +438,7 @@ def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, lin: nn.Linear, act: str = 
         # Both variants may write the same scratch output, so the measurement's own result is not used.
         use, _ = cpu_kernels.choose(key, plain, folded)
         if not use:  # no copy of the weight for a layer that does not use it
-            _cached(lin.weight, ("folded", x.dtype, None if rows is None else rows.name), dict).clear()
+            _folded_holder(lin, x.dtype, rows).clear()
     return folded() if use else plain()
 
 
