@@ -1,4 +1,5 @@
-"""Property tests of Unroll / Reroll for 2D and 3D grids against the original step-by-step modules."""
+"""Property tests of Unroll / Reroll for 2D and 3D grids against the original step-by-step modules, and of
+the max-pool reduction on the unrolled order."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiera_video.models.hiera import reroll, unroll
+from hiera_video.models.hieradet import max_pool
+from hiera_video.models.layers import max_over
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -77,3 +80,38 @@ def test_masked_reroll_matches_original(ndim, k, data):
     ours = reroll(x, size, schedule, num_units=kept)
     ref = Reroll(size, [1] * ndim, schedule, stage_ends=[0], q_pool=0)(x, 0, mask=torch.ones(B, kept))
     assert torch.equal(ours, ref)
+
+
+def _tied(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Values from a set of 3, so that most pooling windows hold exact ties."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 3, shape, generator=g).float()
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_like_the_original():
+    """Ties get the original Hiera's gradient (``.max(dim).values``: all of it to the first maximum), not
+    ``amax``'s even split; without autograd the values are the same reduction."""
+    x = _tied((2, 4, 50, 8), 0)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    w = torch.randn(2, 50, 8)
+    (max_over(a, 1) * w).sum().backward()
+    (b.max(dim=1).values * w).sum().backward()  # the original's do_pool / query pooling
+    assert torch.equal(a.grad, b.grad)
+    split = x.clone().requires_grad_()
+    (split.amax(dim=1) * w).sum().backward()
+    assert not torch.equal(a.grad, split.grad)  # the input does have ties that would tell them apart
+    with torch.no_grad():
+        assert torch.equal(max_over(x, 1), x.amax(dim=1))
+
+
+def test_hieradet_max_pool_matches_sam2s_maxpool2d_gradient():
+    """SAM 2 pools with ``nn.MaxPool2d`` on ``[B, C, H, W]``: same values, and each tie's gradient goes to
+    the first maximum in row-major order of the cell, as ``max_pool`` (two successive maxima) gives."""
+    x = _tied((2, 8, 6, 5), 1)  # [B, H, W, C]
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    w = torch.randn(2, 4, 3, 5)
+    (max_pool(a, (2, 2)) * w).sum().backward()
+    ref = torch.nn.functional.max_pool2d(b.permute(0, 3, 1, 2), 2, 2).permute(0, 2, 3, 1)
+    (ref * w).sum().backward()
+    assert torch.equal(max_pool(x, (2, 2)), ref.detach())
+    assert torch.equal(a.grad, b.grad)

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import fast
 from .config import HieraConfig, check_input_size, stage_indices
-from .layers import DropPath, LayerScale, Mlp
+from .layers import DropPath, LayerScale, Mlp, max_over
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .pos_embed import abswin_pos_embed, resize_pos_embed
 from .weights import save_pretrained as _save_pretrained
@@ -165,7 +165,7 @@ class MaskUnitAttention(nn.Module):
             qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5)
         q, k, v = qkv.reshape(3, B, nw * h, L, hd)  # [3, B, nw, h, L, hd] merged: a view when head-major
         if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
-            q = q.view(B, nw * h, self.q_stride, L // self.q_stride, hd).amax(dim=2)
+            q = max_over(q.view(B, nw * h, self.q_stride, L // self.q_stride, hd), 2)
         # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
 
@@ -194,9 +194,9 @@ class HieraBlock(nn.Module):
             # timm's `use_expand_proj=False`: [max-pool, avg-pool] of the *un-normalised* input, no weights
             # (timm/models/hiera.py HieraBlock.forward).
             x = x.view(x.shape[0], s, -1, x.shape[-1])
-            return torch.cat([x.amax(dim=1), x.mean(dim=1)], dim=-1)
+            return torch.cat([max_over(x, 1), x.mean(dim=1)], dim=-1)
         x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
-        return x.view(x.shape[0], s, -1, x.shape[-1]).amax(dim=1) if s > 1 else x
+        return max_over(x.view(x.shape[0], s, -1, x.shape[-1]), 1) if s > 1 else x
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
         """``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""

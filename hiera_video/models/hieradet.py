@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from . import fast
 from .config import HieraDetConfig
 from .hiera import Head, Hiera, HieraBlock, PatchEmbed, resize_pos_embed, unroll
+from .layers import max_over
 
 # ----------------------------------------------------------------------------------------------------------
 # Windows on the spatial layout
@@ -74,7 +75,7 @@ def max_pool(x: torch.Tensor, stride: Sequence[int]) -> torch.Tensor:
     (SAM 2's ``MaxPool2d(kernel_size=stride, stride=stride)`` on a grid the config keeps divisible)."""
     B, H, W, C = x.shape
     sh, sw = stride
-    return x.view(B, H // sh, sh, W // sw, sw, C).amax(dim=(2, 4))
+    return max_over(x.view(B, H // sh, sh, W // sw, sw, C), (2, 4))
 
 
 class HieraDetBlock(HieraBlock):

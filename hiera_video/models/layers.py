@@ -8,7 +8,23 @@ import torch.nn as nn
 
 from . import fast
 
-__all__ = ["DropPath", "LayerScale", "Mlp", "drop_path"]
+__all__ = ["DropPath", "LayerScale", "Mlp", "drop_path", "max_over"]
+
+
+def max_over(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """Max-pooling's reduction: the maximum of ``x`` over ``dim`` (one dim or several).
+
+    With autograd recording, ``max(dim).values`` (dim by dim, last first): its backward is one scatter that
+    routes each gradient to the first maximum, as the original Hiera's ``.max(dim).values`` and SAM 2's
+    ``MaxPool2d`` do. ``amax``'s backward instead splits ties evenly, which takes an eq / count / divide
+    pass over the whole input: 4-5% of a `hiera_base_224` training step under torch.compile (~126 ms per
+    step), ~2% eagerly. Without autograd, ``amax`` (no indices to compute). The values are identical.
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.amax(dim=dim)
+    for d in sorted((dim,) if isinstance(dim, int) else dim, reverse=True):
+        x = x.max(dim=d).values
+    return x
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
