@@ -1,18 +1,19 @@
 """Property tests of Unroll / Reroll for 2D and 3D grids against the original step-by-step modules, and of
-the max-pool reduction on the unrolled order."""
+the max-pool reduction and the qkv split on the unrolled order."""
 
 from __future__ import annotations
 
 import math
 import warnings
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiera_video.models.hiera import reroll, unroll
 from hiera_video.models.hieradet import max_pool
-from hiera_video.models.layers import max_over
+from hiera_video.models.layers import max_over, split_qkv
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -115,3 +116,25 @@ def test_hieradet_max_pool_matches_sam2s_maxpool2d_gradient():
     (ref * w).sum().backward()
     assert torch.equal(max_pool(x, (2, 2)), ref.detach())
     assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("use", ["qkv", "q-only", "kv-only"])
+def test_split_qkv_equals_the_reshape_and_its_gradient(use):
+    """`split_qkv`'s values and its one-pass backward equal autograd's through the permute-reshape-unbind it
+    replaces, also when some of q, k, v get no gradient."""
+    B, L, nw, h, hd = 2, 6, 4, 3, 5
+    qkv = torch.randn(B, L * nw, 3 * h * hd, dtype=torch.float64)
+    a, b = qkv.clone().requires_grad_(), qkv.clone().requires_grad_()
+    ours = split_qkv(a, L, nw, h)
+    ref = b.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5).reshape(3, B, nw * h, L, hd).unbind(0)
+    for o, r in zip(ours, ref):
+        assert o.shape == (B, nw * h, L, hd) and o.is_contiguous()
+        assert torch.equal(o, r)
+    picked = {"qkv": (0, 1, 2), "q-only": (0,), "kv-only": (1, 2)}[use]
+    ws = [torch.randn(B, nw * h, L, hd, dtype=torch.float64) for _ in range(3)]
+    sum((ours[i] * ws[i]).sum() for i in picked).backward()
+    sum((ref[i] * ws[i]).sum() for i in picked).backward()
+    assert torch.equal(a.grad, b.grad)
+    torch.autograd.gradcheck(lambda t: split_qkv(t, L, nw, h), (qkv[:1, :, :].clone().requires_grad_(),))
+    with pytest.raises(ValueError, match="qkv"):
+        split_qkv(qkv, L + 1, nw, h)

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import fast
 from .config import HieraConfig, check_input_size, stage_indices
-from .layers import DropPath, LayerScale, Mlp, max_over
+from .layers import DropPath, LayerScale, Mlp, max_over, split_qkv
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
 from .pos_embed import abswin_pos_embed, resize_pos_embed
 from .weights import save_pretrained as _save_pretrained
@@ -159,11 +159,10 @@ class MaskUnitAttention(nn.Module):
         B, N, _ = qkv.shape
         nw = N // (self.q_stride * self.window_size) if self.use_mask_unit_attn else 1
         L, h, hd = N // nw, self.heads, self.head_dim
-        if head_major:
-            qkv = qkv.view(B, L, nw, h, 3, hd).permute(4, 0, 2, 3, 1, 5)
+        if head_major:  # [3, B, nw, h, L, hd] with (nw, h) merged: strided views
+            q, k, v = qkv.view(B, L, nw, h, 3, hd).permute(4, 0, 2, 3, 1, 5).reshape(3, B, nw * h, L, hd)
         else:
-            qkv = qkv.view(B, L, nw, 3, h, hd).permute(3, 0, 2, 4, 1, 5)
-        q, k, v = qkv.reshape(3, B, nw * h, L, hd)  # [3, B, nw, h, L, hd] merged: a view when head-major
+            q, k, v = split_qkv(qkv, L, nw, h)  # copied (same layout), with a one-pass backward
         if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
             q = max_over(q.view(B, nw * h, self.q_stride, L // self.q_stride, hd), 2)
         # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
