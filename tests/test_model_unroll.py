@@ -89,26 +89,34 @@ def _tied(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randint(0, 3, shape, generator=g).float()
 
 
-def test_max_pool_gradient_goes_to_the_first_maximum_like_the_original():
-    """Ties get the original Hiera's gradient (``.max(dim).values``: all of it to the first maximum), not
-    ``amax``'s even split; without autograd the values are the same reduction."""
-    x = _tied((2, 4, 50, 8), 0)
+@pytest.mark.parametrize("kind", ["distinct", "tied", "nan"])
+def test_max_pool_gradient_goes_to_the_first_maximum_like_the_original(kind):
+    """The original Hiera's gradient (``.max(dim).values``: all of it to the first maximum), not ``amax``'s
+    even split of ties; the same values, NaNs included."""
+    x = torch.randn(2, 4, 50, 8) if kind == "distinct" else _tied((2, 4, 50, 8), 0)
+    if kind == "nan":
+        x[0, 2, 3, 1] = float("nan")
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     w = torch.randn(2, 50, 8)
-    (max_over(a, 1) * w).sum().backward()
-    (b.max(dim=1).values * w).sum().backward()  # the original's do_pool / query pooling
+    out = max_over(a, 1)
+    ref = b.max(dim=1).values  # the original's do_pool / query pooling
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    (out * w).sum().backward()
+    (ref * w).sum().backward()
     assert torch.equal(a.grad, b.grad)
-    split = x.clone().requires_grad_()
-    (split.amax(dim=1) * w).sum().backward()
-    assert not torch.equal(a.grad, split.grad)  # the input does have ties that would tell them apart
+    if kind == "tied":
+        split = x.clone().requires_grad_()
+        (split.amax(dim=1) * w).sum().backward()
+        assert not torch.equal(a.grad, split.grad)  # the input does have ties that would tell them apart
     with torch.no_grad():
-        assert torch.equal(max_over(x, 1), x.amax(dim=1))
+        torch.testing.assert_close(max_over(x, 1), x.amax(dim=1), rtol=0, atol=0, equal_nan=True)
 
 
-def test_hieradet_max_pool_matches_sam2s_maxpool2d_gradient():
+@pytest.mark.parametrize("tied", [False, True], ids=["distinct", "tied"])
+def test_hieradet_max_pool_matches_sam2s_maxpool2d_gradient(tied):
     """SAM 2 pools with ``nn.MaxPool2d`` on ``[B, C, H, W]``: same values, and each tie's gradient goes to
     the first maximum in row-major order of the cell, as ``max_pool`` (two successive maxima) gives."""
-    x = _tied((2, 8, 6, 5), 1)  # [B, H, W, C]
+    x = _tied((2, 8, 6, 5), 1) if tied else torch.randn(2, 8, 6, 5)  # [B, H, W, C]
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     w = torch.randn(2, 4, 3, 5)
     (max_pool(a, (2, 2)) * w).sum().backward()
