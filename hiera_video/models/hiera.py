@@ -5,7 +5,7 @@ Parameter names match the original implementation, so its checkpoints load witho
 
 The trick that keeps the model simple is the *unrolled* token order (see `unroll_permutation`): after the
 patch embedding, tokens are permuted once so that every pooling window and every mask unit is a contiguous
-slab of the sequence. Max-pooling then is a ``view(B, stride, N // stride, C).amax(1)`` and mask-unit
+slab of the sequence. Max-pooling then is a max over dim 1 of ``view(B, stride, N // stride, C)`` and mask-unit
 attention a reshape, for any number of dimensions, with or without masked-out units.
 """
 
