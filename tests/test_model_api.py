@@ -272,6 +272,22 @@ def test_torch_compile_without_graph_breaks():
         torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
 
 
+def test_torch_compile_training_step_matches_eager():
+    """A compiled training step (fullgraph) has eager's gradients: the branches the model takes only under
+    tracing (pooling by ``max(dim)``, the q/k/v split left to the compiler) compute the same thing."""
+    m = randomize_(hiera_video.create_model("hiera_tiny_224", drop_path_rate=0.0, **TINY_IMAGE)).train()
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 4])
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    grads = []
+    for model in (m, compiled):
+        m.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 # ------------------------------------------------------------------------------------------ stage indices
 def test_out_of_range_or_non_integer_stages_raise():
     m = hiera_video.create_model("hiera_tiny_224", **TINY_IMAGE).eval()

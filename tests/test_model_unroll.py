@@ -144,5 +144,12 @@ def test_split_qkv_equals_the_reshape_and_its_gradient(use):
     sum((ref[i] * ws[i]).sum() for i in picked).backward()
     assert torch.equal(a.grad, b.grad)
     torch.autograd.gradcheck(lambda t: split_qkv(t, L, nw, h), (qkv[:1, :, :].clone().requires_grad_(),))
+    # torch.func transforms see the same function (vmap over a stack of inputs, functional grad)
+    stacked = torch.stack([qkv, 2 * qkv])
+    for i, o in enumerate(torch.func.vmap(lambda t: split_qkv(t, L, nw, h))(stacked)):
+        assert torch.equal(o[1], 2 * ref[i].detach())
+    if use == "qkv":
+        f = lambda t: sum((o * w).sum() for o, w in zip(split_qkv(t, L, nw, h), ws))  # noqa: E731
+        assert torch.equal(torch.func.grad(f)(qkv), b.grad)
     with pytest.raises(ValueError, match="qkv"):
         split_qkv(qkv, L + 1, nw, h)

@@ -20,7 +20,8 @@ def max_over(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     ``MaxPool2d`` do. ``amax``'s backward instead splits ties evenly, which takes an eq / count / divide
     pass over the whole input: ~126 ms of a 1354 ms `hiera_base_224` b4 CPU training step under
     torch.compile, ~1.5% of an eager one (Xeon AMX, 2 threads). Without autograd, ``amax`` (no indices
-    to compute). The values are identical.
+    to compute). The values are identical; timm's port uses ``amax``, so its gradients differ from these
+    (and the original's) at exact ties only.
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
         return x.amax(dim=dim)
@@ -40,11 +41,16 @@ class _SplitQKV(torch.autograd.Function):
     copies that into the layout: two passes (a `hiera_base_224` b4 CPU training step is 1.03-1.07x faster
     with this one; Xeon AMX, 2 threads, A/B)."""
 
+    generate_vmap_rule = True  # forward / setup_context apart: torch.func transforms (vmap, grad) work too
+
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, B: int, L: int, nw: int, h: int, hd: int):
-        ctx.dims = (B, L, nw, h, hd)
+    def forward(qkv: torch.Tensor, B: int, L: int, nw: int, h: int, hd: int):
         t = _qkv_split_copy(qkv, B, L, nw, h, hd)
         return t[0], t[1], t[2]
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: tuple) -> None:
+        ctx.dims = inputs[1:]
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None):
