@@ -73,15 +73,25 @@ def test_parity_with_hf_transformers_both_directions(tmp_path):
         torch.testing.assert_close(hf2(x).logits, want, rtol=0, atol=1e-5)
 
 
-def test_training_gradients_match_original(tmp_path):
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_training_gradients_match_original(kind, tmp_path):
     """A training step's parameter and input gradients equal the original's, through every path a step
-    takes (query pooling, the pooled residual, mask-unit and global attention, the CPU training linears)."""
+    takes (query pooling, the pooled residual, mask-unit and global attention, the CPU training linears,
+    the separable video position embedding)."""
     torch.manual_seed(0)
-    ref = randomize_(original_model("hiera_tiny_224", drop_path_rate=0.0), seed=3).train()
+    if kind == "image":
+        ref = original_model("hiera_tiny_224", drop_path_rate=0.0)
+        name, overrides, x = "hiera_tiny_224", {}, torch.randn(2, 3, 224, 224)
+    else:  # Hiera-B's video layout at 8 x 96 x 96 (4 x 24 x 24 tokens) to keep the test small
+        video = dict(q_stride=(1, 2, 2), mask_unit_size=(1, 8, 8), patch_kernel=(3, 7, 7),
+                     patch_stride=(2, 4, 4), patch_padding=(1, 3, 3), sep_pos_embed=True)
+        ref = original_model("Hiera", input_size=(8, 96, 96), num_classes=11, drop_path_rate=0.0, **video)
+        name, overrides, x = "hiera_base_16x224", {"input_size": (8, 96, 96)}, torch.randn(2, 3, 8, 96, 96)
+    ref = randomize_(ref, seed=3).train()
     path = tmp_path / "ckpt.pth"
     torch.save({"model_state": ref.state_dict()}, path)
-    ours = hiera_video.create_model("hiera_tiny_224", pretrained=str(path), drop_path_rate=0.0).train()
-    x, target = torch.randn(2, 3, 224, 224), torch.tensor([3, 7])
+    ours = hiera_video.create_model(name, pretrained=str(path), drop_path_rate=0.0, **overrides).train()
+    target = torch.tensor([3, 7])
     x_grads = []
     for m in (ref, ours):
         xi = x.clone().requires_grad_()
