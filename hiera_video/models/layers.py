@@ -51,11 +51,15 @@ class _SplitQKV(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: tuple) -> None:
         ctx.dims = inputs[1:]
+        ctx.set_materialize_grads(False)  # an unused q, k or v: zero its slice, no zero tensor to copy
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None):
         B, L, nw, h, hd = ctx.dims
-        g = next(d for d in grads if d is not None).new_empty(B, L, nw, 3, h, hd)
+        given = [d for d in grads if d is not None]
+        if not given:
+            return None, None, None, None, None, None
+        g = given[0].new_empty(B, L, nw, 3, h, hd)
         for i, d in enumerate(grads):
             if d is None:
                 g[:, :, :, i].zero_()
