@@ -76,8 +76,13 @@ def test_parity_with_hf_transformers_both_directions(tmp_path):
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_training_gradients_match_original(kind, tmp_path):
     """A training step's parameter and input gradients equal the original's, through every path a step
-    takes (query pooling, the pooled residual, mask-unit and global attention, the CPU training linears,
-    the separable video position embedding)."""
+    takes (query pooling, the pooled residual, mask-unit and global attention, the separable video position
+    embedding).
+
+    In float64: in fp32 the two implementations round differently at ~1e-7 (fused vs math attention), and
+    a max-pool whose two largest inputs are that close picks a different one, which sends that gradient
+    to another token (measured: 2.8% of pos_embed's largest gradient under the AVX2 caps, 2e-6 without).
+    The fp32 training paths are compared with the regular path in `test_fast_path`."""
     torch.manual_seed(0)
     if kind == "image":
         ref = original_model("hiera_tiny_224", drop_path_rate=0.0)
@@ -91,13 +96,14 @@ def test_training_gradients_match_original(kind, tmp_path):
     path = tmp_path / "ckpt.pth"
     torch.save({"model_state": ref.state_dict()}, path)
     ours = hiera_video.create_model(name, pretrained=str(path), drop_path_rate=0.0, **overrides).train()
+    ref, ours, x = ref.double(), ours.double(), x.double()
     target = torch.tensor([3, 7])
     x_grads = []
     for m in (ref, ours):
         xi = x.clone().requires_grad_()
         torch.nn.functional.cross_entropy(m(xi), target).backward()
         x_grads.append(xi.grad)
-    torch.testing.assert_close(x_grads[1], x_grads[0], rtol=0, atol=1e-4 * float(x_grads[0].abs().max()))
+    torch.testing.assert_close(x_grads[1], x_grads[0], rtol=0, atol=1e-9 * float(x_grads[0].abs().max()))
     grads = dict(ours.named_parameters())
     assert len(grads) == len(list(ref.parameters()))
     for name, p in ref.named_parameters():
@@ -105,4 +111,4 @@ def test_training_gradients_match_original(kind, tmp_path):
         scale = float(g_ref.abs().max())
         assert scale > 0, name
         err = float((g - g_ref).abs().max())
-        assert err <= 1e-4 * scale, f"{name}: max abs grad diff {err:.3g} of {scale:.3g}"
+        assert err <= 1e-9 * scale, f"{name}: max abs grad diff {err:.3g} of {scale:.3g}"
