@@ -124,6 +124,8 @@ def test_hieradet_max_pool_matches_sam2s_maxpool2d_gradient(tied):
     (ref * w).sum().backward()
     assert torch.equal(max_pool(x, (2, 2)), ref.detach())
     assert torch.equal(a.grad, b.grad)
+    cells = x.view(2, 4, 2, 3, 2, 5).requires_grad_()  # negative dims name the same cells
+    assert torch.equal(max_over(cells, (-2, 2)), ref.detach())
 
 
 @pytest.mark.parametrize("use", ["qkv", "q-only", "kv-only"])

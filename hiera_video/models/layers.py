@@ -25,7 +25,7 @@ def max_over(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
         return x.amax(dim=dim)
-    for d in sorted((dim,) if isinstance(dim, int) else dim, reverse=True):
+    for d in sorted({d % x.ndim for d in ((dim,) if isinstance(dim, int) else dim)}, reverse=True):
         x = x.max(dim=d).values
     return x
 
