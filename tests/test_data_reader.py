@@ -150,6 +150,34 @@ def test_missing_backend_is_named(videos, monkeypatch: pytest.MonkeyPatch) -> No
         open_video(videos["h264_gop5_b3_25fps"][0], backend="torchcodec")
 
 
+@pytest.mark.parametrize("ffmpeg_major_version", [None, 7])
+def test_torchcodec_without_ffmpeg_libraries_is_not_installed(monkeypatch: pytest.MonkeyPatch,
+                                                              ffmpeg_major_version) -> None:
+    # torchcodec 0.17 imports without FFmpeg's libraries and records it as ffmpeg_major_version = None
+    # (its VideoDecoder raises later): that must read as "not installed", so the backend is named as
+    # missing instead of failing on every video.
+    import importlib.machinery
+    import sys
+    import types
+
+    import hiera_video.data.reader_torchcodec as rtc
+
+    fake = types.ModuleType("torchcodec")
+    fake.__spec__ = importlib.machinery.ModuleSpec("torchcodec", None)
+    fake.__path__ = []
+    fake.ffmpeg_major_version = ffmpeg_major_version
+    decoders = types.ModuleType("torchcodec.decoders")
+    fake.decoders = decoders
+    monkeypatch.setitem(sys.modules, "torchcodec", fake)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    monkeypatch.setattr(rtc.importlib.util, "find_spec", lambda name: fake.__spec__)
+    rtc.torchcodec_installed.cache_clear()
+    try:
+        assert rtc.torchcodec_installed() is (ffmpeg_major_version is not None)
+    finally:
+        rtc.torchcodec_installed.cache_clear()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_short_side_resize(videos, backend: str) -> None:
     path, reference, _ = videos["h264_gop12_b2_30fps"]

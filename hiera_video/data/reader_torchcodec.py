@@ -35,10 +35,13 @@ def torchcodec_installed() -> bool:
     if importlib.util.find_spec("torchcodec") is None:
         return False
     try:
-        import torchcodec.decoders  # noqa: F401 - loads the FFmpeg libraries
+        import torchcodec
+        import torchcodec.decoders  # noqa: F401 - loads the FFmpeg libraries (older torchcodec)
     except (ImportError, OSError, RuntimeError):
         return False
-    return True
+    # Newer torchcodec (0.17 is) imports without FFmpeg and records the failure as ffmpeg_major_version = None;
+    # its VideoDecoder then raises. Older versions have no such attribute and failed at the import above.
+    return getattr(torchcodec, "ffmpeg_major_version", 0) is not None
 
 
 def cuda_decoding_available() -> bool:
