@@ -1,7 +1,7 @@
 """The CPU fast paths (`hiera_video.models.fast`) give the regular path's results on every CPU.
 
-Inference (no grad, eval): oneDNN linears with fused epilogues, fp32 or bf16. Training (fp32, grad on):
-oneDNN linears with a hand-written backward. Both must match the regular eager path, handle images, video,
+Inference (no grad, eval): oneDNN linears with fused epilogues, fp32 or bf16 (the training path,
+`fast_train`, is tested in test_fast_train.py). It must match the regular eager path, handle images, video,
 masked input and intermediates, and step aside for hooked or replaced layers.
 
 Every test asserts what must happen on the CPU it runs on, from the probe's answers (`cpu_kernels`): where
@@ -23,7 +23,7 @@ import torch.nn as nn
 from model_helpers import TINY_IMAGE, TINY_VIDEO, randomize_
 
 import hiera_video
-from hiera_video.models import cpu_kernels, fast
+from hiera_video.models import cpu_kernels, fast, fast_train
 
 CONFIGS = {"image": ("hiera_tiny_224", TINY_IMAGE), "video": ("hiera_base_16x224", TINY_VIDEO)}
 FP32_OK = cpu_kernels.kernel_ok("onednn_fp32_linear")
@@ -157,7 +157,7 @@ def test_refused_kernels_mean_the_regular_path(monkeypatch):
     calls = count_fast_linears(monkeypatch)
     with torch.no_grad():
         assert fast.compute_dtype(x) is None and fast.compute_dtype(x.bfloat16()) is None
-    assert not fast.train_active(x)
+    assert fast_train.train_active(x) and not fast_train.use_onednn(x, model.blocks[0].mlp.fc1)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
         auto, weights = bf16_outputs(model, x)
@@ -241,48 +241,6 @@ def test_grad_enabled_or_train_mode_uses_regular_inference(monkeypatch):
     with torch.no_grad():
         model(x)  # train mode (drop path / dropout semantics): regular path
     assert calls[0] == 0
-
-
-@pytest.mark.parametrize("kind", ["image", "video"])
-def test_training_linears_gradients(kind, kernel, monkeypatch):
-    model, x = make(kind, drop_path_rate=0.0)
-    model.train()
-    assert fast.train_active(x) == (FP32_OK and kernel != "regular")
-    onednn = [0]
-    apply = fast._OneDNNLinear.apply
-    monkeypatch.setattr(fast._OneDNNLinear, "apply", lambda *a: (onednn.__setitem__(0, onednn[0] + 1), apply(*a))[1])
-    grads = {}
-    for use_fast in (False, True):
-        model.zero_grad(set_to_none=True)
-        with fast.enabled() if use_fast else fast.disabled():
-            out = model(x)
-            (out.square().sum() + out.sum()).backward()
-        grads[use_fast] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
-    (o0, g0), (o1, g1) = grads[False], grads[True]
-    made = [v for k, v in cpu_kernels.choices().items() if k[0] == "train"]
-    if kernel == "onednn":
-        assert onednn[0] > 0 if FP32_OK else onednn[0] == 0
-    elif kernel == "regular":
-        assert onednn[0] == 0
-    else:  # measured per shape: one choice per linear shape, oneDNN used exactly where it won
-        assert (len(made) > 0) == FP32_OK and (onednn[0] > 0) == any(made)
-    torch.testing.assert_close(o1, o0, rtol=0, atol=1e-5)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5 * float(g0[n].abs().max()) + 1e-9)
-
-
-def test_training_linears_with_gradient_checkpointing(kernel):
-    model, x = make("image", drop_path_rate=0.0)
-    model.train()
-    with fast.disabled():
-        model(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    model.set_grad_checkpointing(True)
-    with fast.enabled():
-        model(x).sum().backward()
-    for n, p in model.named_parameters():  # same math, other GEMM kernels: float rounding only
-        torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-5 * float(ref[n].abs().max()) + 1e-9)
 
 
 def test_hooks_and_replaced_layers_disable_the_fast_path(monkeypatch):

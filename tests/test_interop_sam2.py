@@ -232,8 +232,8 @@ def test_trunk_trains_with_grad_checkpointing():
 
 
 def test_cpu_fast_paths_equal_the_regular_path(monkeypatch):
-    """Inference (`forward_fast`, global and windowed blocks) and fp32 training linears (oneDNN) of `fast`."""
-    from hiera_video.models import cpu_kernels, fast
+    """Inference (`forward_fast`, global and windowed blocks) and the fp32 training path (`fast_train`)."""
+    from hiera_video.models import cpu_kernels, fast, fast_train
 
     if not cpu_kernels.kernel_ok("onednn_fp32_linear"):  # (every x86 oneDNN build runs it, capped or not)
         pytest.skip(f"oneDNN refuses the fp32 linear here: {cpu_kernels.kernel_status()['onednn_fp32_linear']}")
@@ -253,10 +253,12 @@ def test_cpu_fast_paths_equal_the_regular_path(monkeypatch):
     for a, b in zip(stages + [logits], want_stages + [want_logits]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     model.train()
-    train_linear = fast.train_linear
-    monkeypatch.setattr(fast, "train_linear", lambda *a, **k: calls.append(2) or train_linear(*a, **k))
+    train_linear, train_mlp = fast_train.train_linear, fast_train.train_mlp
+    monkeypatch.setattr(fast_train, "train_linear", lambda *a, **k: calls.append(2) or train_linear(*a, **k))
+    monkeypatch.setattr(fast_train, "train_mlp", lambda *a, **k: calls.append(3) or train_mlp(*a, **k))
     grads = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
-    assert calls.count(2) == 4 * len(model.blocks) + 3
+    assert calls.count(2) == 2 * len(model.blocks) + 3  # qkv, proj per block + the residual projs
+    assert calls.count(3) == len(model.blocks)  # the MLPs (`fast_train.train_mlp`)
     with fast.disabled():
         want = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
     for (name, _), g, w in zip(model.named_parameters(), grads, want):

@@ -38,7 +38,8 @@ Peak memory: on CPU, the step's peak resident-set growth: ``malloc_trim(0)`` ret
 OS, writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's high-water mark ``VmHWM`` to the current
 ``VmRSS``, then one step runs and ``VmHWM - VmRSS(before)`` is reported (Linux only; it counts every
 allocation the step touches — activations, gradients, temporaries — but not memory that already existed,
-such as weights and the AdamW state after warm-up). On CUDA, ``torch.cuda.max_memory_allocated`` growth.
+such as weights and the AdamW state after warm-up; our training path's activation pool, which outlives the
+step, is emptied first so that it is counted). On CUDA, ``torch.cuda.max_memory_allocated`` growth.
 
 Examples::
 
@@ -75,7 +76,7 @@ if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a 
 
 import hiera_video  # noqa: E402
 from hiera_video.fileio import atomic_write_text  # noqa: E402
-from hiera_video.models import cpu_kernels, fast  # noqa: E402
+from hiera_video.models import cpu_kernels, fast, fast_train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
 from benchmark_measure import (  # noqa: E402
@@ -236,6 +237,7 @@ def _run_config(
     if args.memory:
         for v in ran:
             try:
+                fast_train.clear_pool()  # counted: our training path keeps its pool between steps
                 v.mem_bytes = peak_memory(v.step, device)
             except Exception:  # noqa: BLE001 - memory is a column, not a reason to lose the row
                 v.mem_bytes = None

@@ -35,7 +35,7 @@ request is honoured; where it is not native, ONE warning per process and precisi
 engines: ``train.force_precision: true``; anywhere: ``HIERA_VIDEO_FORCE_PRECISION=1``), in
 which case it warns once and runs the slow precision as asked.
 
-**Per-shape kernel choice** (`choose`, used by `fast.linear`, `fast.mlp` and `fast.train_linear`): the fast
+**Per-shape kernel choice** (`choose`, used by `fast.linear`, `fast.mlp` and `fast_train.train_linear`): the fast
 paths have two exact ways to compute each linear (oneDNN with fused epilogues, or PyTorch's regular
 ``F.linear`` = MKL ``addmm`` in fp32), and which one is faster depends on the CPU, on the caps, on the thread
 count and on the shape (measured on the Intel AMX machine: oneDNN fp32 inference 1.0-1.7x faster than
@@ -163,7 +163,7 @@ def _try(fn: Callable[[], None]) -> str | None:
 
 
 def _check_linears(dtype: torch.dtype) -> None:
-    """The oneDNN calls of `fast.linear` / `fast.train_linear` on a tiny input, checked against F.linear."""
+    """The oneDNN calls of `fast.linear` / `fast_train.train_linear` on a tiny input, checked against F.linear."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 32, generator=g).to(dtype)
     w = torch.randn(48, 32, generator=g).to(dtype)

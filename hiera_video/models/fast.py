@@ -12,8 +12,8 @@ AMD Zen 4; the training linears range from 0.7x to 1.23x). So nothing here is tu
 * `cpu_kernels.kernel_status` probes, once per process, that each oneDNN call used here runs and is correct
   (fp32 and bf16 linears with the ``none`` / ``gelu`` / ``add`` epilogues, weight reorder, transposed weight,
   bf16 SDPA); a refused kernel switches the path that needs it off, never raises.
-* `linear` and `train_linear` pick, per layer shape, oneDNN or the regular ``F.linear`` by timing both on the
-  first call with that shape (`cpu_kernels.choose`: rows rounded to a power of two, features, epilogue,
+* `linear` and `fast_train.train_linear` pick, per layer shape, oneDNN or the regular ``F.linear`` by timing
+  both on the first call with that shape (`cpu_kernels.choose`: rows rounded to a power of two, features, epilogue,
   dtype, threads); training keeps oneDNN only when it is >= 3% faster, so the training fast path cannot make
   a step slower than the regular path. Toy sizes need no threshold: oneDNN's per-call overhead (~30 us vs
   ~18 us for ``addmm``) loses the measurement there. `MIN_ACTIVATION` (default 0) is an optional floor on
@@ -25,9 +25,9 @@ Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `f
 
 * **inference** (`compute_dtype` is not None: CPU, gradients off, model in eval mode): the blocks run
   `HieraBlock.forward_fast`, with weights packed once into oneDNN's blocked layout and cached.
-* **fp32 training** (`train_active`: CPU, fp32, grad on, no autocast): the linears go through
-  `train_linear`, a custom autograd function (oneDNN forward and input gradient, MKL weight gradient) where
-  measured faster, else ``F.linear``.
+* **fp32 training** (`fast_train.train_active`: CPU, fp32, grad on, no autocast): the linears go through
+  `fast_train.train_linear` (oneDNN forward and input gradient, MKL weight gradient) where measured faster,
+  else ``F.linear``, and the MLP through `fast_train.train_mlp` (its big activation in reused memory).
 
 What inference adds beyond the kernels, each measured on an Intel Xeon (AMX, 2 threads; BENCHMARKS.md):
 
@@ -98,8 +98,6 @@ __all__ = [
     "per_sample_chunks",
     "set_enabled",
     "supported",
-    "train_active",
-    "train_linear",
     "weight",
 ]
 
@@ -111,7 +109,6 @@ MIN_ACTIVATION = 0
 # None: oneDNN vs F.linear measured per shape (see the module docstring); True / False: always / never
 # oneDNN (where the kernel probe passed), e.g. to test both kernels on any CPU.
 FORCE_ONEDNN: bool | None = None
-TRAIN_MARGIN = 1.03  # oneDNN training linears must be this much faster than F.linear to be used
 INFER_MARGIN = 1.0  # inference: oneDNN is used wherever it measures faster at all
 _FP32 = "onednn_fp32_linear"
 
@@ -121,12 +118,15 @@ _FP32 = "onednn_fp32_linear"
 # entry remembers the parameter's storage pointer and version counter: any in-place update (optimizer step,
 # load_state_dict's copy_) or re-assignment of .data invalidates it.
 _CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+CLEAR_HOOKS: list = []  # more caches `clear_cache` empties (`fast_train` registers its activation pool)
 
 
 def clear_cache() -> None:
-    """Drop every cached packed / cast weight (they are rebuilt on the next fast-path call) and this
-    thread's scratch buffers."""
+    """Drop every cached packed / cast weight (they are rebuilt on the next fast-path call), this thread's
+    scratch buffers and the caches in `CLEAR_HOOKS` (the training path's activation pool)."""
     _SCRATCH.__dict__.pop("bufs", None)
+    for clear in CLEAR_HOOKS:
+        clear()
     for _, entry in list(_CACHE.values()):
         entry.clear()
         entry["stamp"] = None
@@ -186,24 +186,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype | None:
     if dt == torch.float32 and cpu_kernels.kernel_ok(_FP32):
         return dt
     return None
-
-
-def train_active(x: torch.Tensor) -> bool:
-    """Whether the fp32 training linears (`train_linear`) apply to a forward on ``x`` with grad enabled.
-
-    CPU, fp32, no autocast (autocast keeps its own bf16/fp16 casting rules), not under torch.compile, and
-    oneDNN's fp32 kernels passed the probe (`train_linear` then still picks per shape).
-    """
-    return (
-        _ENABLED
-        and FORCE_ONEDNN is not False
-        and torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and cpu_kernels.kernel_ok(_FP32)
-    )
 
 
 def supported(model: nn.Module, plain: dict[str, tuple[type, ...]]) -> bool:
@@ -516,66 +498,3 @@ def per_sample_chunks(fn, x: torch.Tensor, key: tuple) -> torch.Tensor:
 
     # A whole block is 10-100 ms here: a larger budget than a GEMM's gives up to 5 timed calls each.
     return cpu_kernels.run_faster(cpu_kernels.shape_key("samples", x, *key), lambda: fn(x), chunked, budget=0.25)
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """fp32 linear for training: oneDNN GEMM forward and input gradient, MKL weight gradient.
-
-    Measured per layer on an AMD EPYC (Zen 4, 1 thread): oneDNN is ~20% faster than ``addmm`` (which also
-    copies the broadcast bias into the output first) for the forward and for ``grad @ W``; ``grad.T @ x``
-    is faster with ``torch.mm``. Other CPUs differ, hence `train_linear`'s per-shape choice. Saves the same
-    tensors as ``F.linear`` (input and weight).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.has_bias = b is not None
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            # x @ W^T with W^T = w.t(): oneDNN reads the transposed weight through its strides, no copy.
-            gx = torch.ops.mkldnn._linear_pointwise(g, w.t(), None, "none", [], "")
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            g2 = g.reshape(-1, g.shape[-1])
-            if ctx.needs_input_grad[1]:
-                gw = torch.mm(g2.t(), x.reshape(-1, x.shape[-1]))
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                gb = g2.sum(0)
-        return gx, gw, gb
-
-
-def train_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
-    """``lin(x)`` for fp32 CPU training (see `train_active`): `_OneDNNLinear` where, for this shape, its
-    forward + input-gradient GEMMs were measured at least `TRAIN_MARGIN` faster than ``F.linear``'s (the
-    weight gradient is the same ``torch.mm`` in both), else ``F.linear``."""
-    w, b = lin.weight, lin.bias
-    use = FORCE_ONEDNN
-    if use is None:
-        key = cpu_kernels.shape_key("train", x, lin.in_features, lin.out_features)
-        use = cpu_kernels.cached_choice(key)
-        if use is None:
-            with torch.no_grad():  # time the two kernels' forward + grad-input GEMMs on this shape
-                xd = x.detach()
-                # A private generator: measuring must not move the global RNG (drop path, exact resume).
-                g = torch.randn(*x.shape[:-1], lin.out_features, dtype=x.dtype,
-                                generator=torch.Generator().manual_seed(0))
-                lp = torch.ops.mkldnn._linear_pointwise
-
-                def regular() -> None:
-                    F.linear(xd, w, b)
-                    g.matmul(w)
-
-                def onednn() -> None:
-                    lp(xd, w, b, "none", [], "")
-                    lp(g, w.t(), None, "none", [], "")
-
-                use, _ = cpu_kernels.choose(key, regular, onednn, TRAIN_MARGIN, budget=0.1)
-    if use:
-        return _OneDNNLinear.apply(x, w, b)
-    return F.linear(x, w, b)

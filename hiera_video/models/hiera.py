@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from . import fast
+from . import fast, fast_train
 from .config import HieraConfig, check_input_size, stage_indices
 from .layers import DropPath, LayerScale, Mlp, max_over, split_qkv
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
@@ -119,13 +119,13 @@ class MaskUnitAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim_out)
         self.proj = nn.Linear(dim_out, dim_out)
 
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``onednn``: fp32 CPU training linears.
+    def forward(self, x: torch.Tensor, train_fast: bool = False) -> torch.Tensor:
+        """x: ``[B, N, dim]`` -> ``[B, N // q_stride, dim_out]``. ``train_fast``: see `fast_train`.
 
         Training keeps qkv in the checkpoint order: head-major qkv (`forward_fast`) measured no faster for a
         training step, and its per-step permuted weights, saved for the backward, cost ~50 MB at Hiera-B."""
-        if onednn:
-            return fast.train_linear(self._attend(fast.train_linear(x, self.qkv)), self.proj)
+        if train_fast:
+            return fast_train.train_linear(self._attend(fast_train.train_linear(x, self.qkv)), self.proj)
         return self.proj(self._attend(self.qkv(x)))
 
     def forward_fast(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,7 +186,7 @@ class HieraBlock(nn.Module):
         if layer_scale_init is not None:  # timm's abswin models; absent (no keys) otherwise
             self.ls1, self.ls2 = LayerScale(dim_out, layer_scale_init), LayerScale(dim_out, layer_scale_init)
 
-    def _residual(self, x: torch.Tensor, x_norm: torch.Tensor, onednn: bool) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, x_norm: torch.Tensor, train_fast: bool) -> torch.Tensor:
         """The residual stream across a widening block: pooled like the queries."""
         s = self.attn.q_stride
         if not self.expand_proj:
@@ -194,18 +194,18 @@ class HieraBlock(nn.Module):
             # (timm/models/hiera.py HieraBlock.forward).
             x = x.view(x.shape[0], s, -1, x.shape[-1])
             return torch.cat([max_over(x, 1), x.mean(dim=1)], dim=-1)
-        x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
+        x = fast_train.train_linear(x_norm, self.proj) if train_fast else self.proj(x_norm)
         return max_over(x.view(x.shape[0], s, -1, x.shape[-1]), 1) if s > 1 else x
 
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        """``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""
+    def forward(self, x: torch.Tensor, train_fast: bool = False) -> torch.Tensor:
+        """``train_fast``: the fp32 CPU training fast path (`fast_train`: per-shape linears, pooled MLP)."""
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:
-            x = self._residual(x, x_norm, onednn)
+            x = self._residual(x, x_norm, train_fast)
         ls1, ls2 = getattr(self, "ls1", None), getattr(self, "ls2", None)
-        a = self.attn(x_norm, onednn)
+        a = self.attn(x_norm, train_fast)
         x = x + self.drop_path(a if ls1 is None else ls1(a))
-        m = self.mlp(self.norm2(x), onednn)
+        m = self.mlp(self.norm2(x), train_fast)
         return x + self.drop_path(m if ls2 is None else ls2(m))
 
     def forward_fast(self, x: torch.Tensor, owned: bool = False) -> torch.Tensor:
@@ -440,15 +440,15 @@ class Hiera(nn.Module):
         size = self._check_input(x)
         # CPU fast paths (see `fast`): inference (no grad, eval mode) runs the blocks' `forward_fast` in
         # `dt` with autocast off, because it handles the bf16 casts itself (once per weight, not per call);
-        # fp32 training (grad on, no autocast) routes the linears through oneDNN (`onednn`).
+        # fp32 training (grad on, no autocast) takes `fast_train`'s linears and MLP (`train_fast`).
         dt = None if self.training else fast.compute_dtype(x)
-        onednn = dt is None and fast.train_active(x)
-        if dt is not None or onednn:
+        train_fast = dt is None and fast_train.train_active(x)
+        if dt is not None or train_fast:
             work = x.shape[0] * math.prod(self.config.tokens_shape(size)) * self.config.embed_dim
             if work < fast.MIN_ACTIVATION or not self._fast_supported():
-                dt, onednn = None, False
+                dt, train_fast = None, False
         if dt is None:
-            return self._forward_tokens(x, size, mask, stages, None, onednn)
+            return self._forward_tokens(x, size, mask, stages, None, train_fast)
         with torch.autocast("cpu", enabled=False):
             out, outs = self._forward_tokens(x, size, mask, stages, dt)
         if out.dtype != x.dtype and not torch.is_autocast_enabled("cpu"):  # a bf16 model computed in fp32
@@ -469,7 +469,7 @@ class Hiera(nn.Module):
             and (b.dim == b.dim_out or type(b.proj) in lin) for b in self.blocks)
 
     def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
-                        stages: Sequence[int], dt: torch.dtype | None, onednn: bool = False
+                        stages: Sequence[int], dt: torch.dtype | None, train_fast: bool = False
                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         cfg = self.config
         B = x.shape[0]
@@ -501,8 +501,8 @@ class Hiera(nn.Module):
             if dt is not None:
                 x, owned = blk.forward_fast(x, owned), True
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, onednn, use_reentrant=False)
-            elif onednn:
+                x = checkpoint(blk, x, train_fast, use_reentrant=False)
+            elif train_fast:
                 x = blk(x, True)
             else:
                 x = blk(x)

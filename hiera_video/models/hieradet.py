@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from . import fast
+from . import fast, fast_train
 from .config import HieraDetConfig
 from .hiera import Head, Hiera, HieraBlock, PatchEmbed, resize_pos_embed, unroll
 from .layers import max_over
@@ -94,18 +94,18 @@ class HieraDetBlock(HieraBlock):
         self.q_stride = tuple(q_stride) if q_stride else None
         self.window_size = window_size
 
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, train_fast: bool = False) -> torch.Tensor:
         """x: ``[B, H, W, dim]`` -> ``[B, H', W', dim_out]`` (``H' = H / q_stride`` when pooling).
 
-        ``onednn``: route the linears through `fast.train_linear` (fp32 CPU training, see `fast`)."""
+        ``train_fast``: the fp32 CPU training fast path (`fast_train`)."""
         x_norm = self.norm1(x)
         if self.dim != self.dim_out:  # projected, pooled residual on the full grid (not per window)
-            x = fast.train_linear(x_norm, self.proj) if onednn else self.proj(x_norm)
+            x = fast_train.train_linear(x_norm, self.proj) if train_fast else self.proj(x_norm)
             x = max_pool(x, self.q_stride) if self.q_stride else x
         tokens, grid = self._windows(x_norm)
-        y = self._unwindows(self.attn(tokens, onednn), grid, x.shape[1:3])
+        y = self._unwindows(self.attn(tokens, train_fast), grid, x.shape[1:3])
         x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp(self.norm2(x), onednn))
+        return x + self.drop_path(self.mlp(self.norm2(x), train_fast))
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Inference-only `forward` (no drop path) on the oneDNN fast path; ``x`` is in the compute dtype."""
@@ -157,7 +157,7 @@ class HieraDet(Hiera):
 
     Stage maps (`forward_intermediates`, `forward_tokens`) are ``[B, H_s, W_s, C_s]``; `HieraBackbone` gives
     them as ``[B, C_s, H_s, W_s]``, equal to SAM 2's ``trunk(x)`` outputs. `Hiera.forward_tokens` picks the
-    CPU fast paths of `fast` for HieraDet as for Hiera (the blocks' `forward_fast` / oneDNN training linears).
+    CPU fast paths for HieraDet as for Hiera (the blocks' `forward_fast`; `fast_train` in training).
     """
 
     arch = "hieradet"
@@ -218,7 +218,7 @@ class HieraDet(Hiera):
         return super()._check_input(x)
 
     def _forward_tokens(self, x: torch.Tensor, size: tuple[int, ...], mask: torch.Tensor | None,
-                        stages: Sequence[int], dt: torch.dtype | None, onednn: bool = False
+                        stages: Sequence[int], dt: torch.dtype | None, train_fast: bool = False
                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`Hiera.forward_tokens` (input checks, CPU fast-path choice) runs this: x ``[B, C, H, W]`` -> the
         final tokens ``[B, H_last * W_last, C]`` (row-major) and the outputs of ``stages`` as
@@ -236,9 +236,9 @@ class HieraDet(Hiera):
             if dt is not None:
                 x = blk.forward_fast(x)
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, onednn, use_reentrant=False)
+                x = checkpoint(blk, x, train_fast, use_reentrant=False)
             else:
-                x = blk(x, onednn)
+                x = blk(x, train_fast)
             if i in cfg.stage_ends and cfg.stage_ends.index(i) in wanted:
                 outs.append(x)
         return x.flatten(1, 2), outs

@@ -1,5 +1,5 @@
 """Small layers shared by the Hiera family (`hiera`, `hieradet`): stochastic depth, the MLP (with its fp32
-CPU training linears, see `fast`), timm's LayerScale, and the two reshapes whose autograd backward was
+CPU training path, see `fast_train`), timm's LayerScale, and the two reshapes whose autograd backward was
 slow: max-pooling's reduction (`max_over`) and the attention's q/k/v split (`split_qkv`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import fast
+from . import fast_train
 
 __all__ = ["DropPath", "LayerScale", "Mlp", "drop_path", "max_over", "split_qkv"]
 
@@ -107,9 +107,9 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:
-        if onednn:  # fp32 CPU training linears (see fast.train_linear)
-            return fast.train_linear(self.act(fast.train_linear(x, self.fc1)), self.fc2)
+    def forward(self, x: torch.Tensor, train_fast: bool = False) -> torch.Tensor:
+        if train_fast:  # fp32 CPU training (see `fast_train`)
+            return fast_train.train_mlp(x, self)
         return self.fc2(self.act(self.fc1(x)))
 
 
