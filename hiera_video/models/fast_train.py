@@ -243,7 +243,7 @@ class _TrainMLP(torch.autograd.Function):
         gy2 = gy.reshape(M, -1)
         lp = torch.ops.mkldnn._linear_pointwise
         need = ctx.needs_input_grad
-        buf = fast._scratch((M, H), h.dtype)  # gelu(h), then its gradient: one warm buffer
+        buf = fast._scratch((M, H), h.dtype)  # gelu(h), then the gradient at its output: one warm buffer
         gw2 = gb2 = None
         if need[3]:
             gw2 = torch.mm(gy2.t(), torch.ops.aten.gelu.out(h, out=buf))
@@ -252,7 +252,9 @@ class _TrainMLP(torch.autograd.Function):
         if not (need[0] or need[1] or need[2]):
             return None, None, None, gw2, gb2, None, None
         ga = lp(gy2, w2.t(), None, "none", [], "") if dnn2 else torch.mm(gy2, w2, out=buf)
-        gh = torch.ops.aten.gelu_backward.grad_input(ga, h, grad_input=ga)  # in place, elementwise
+        # A new tensor: the out= variant (into ``ga`` or any given buffer) measured 2.3-2.7x slower (1.4-1.8
+        # vs 0.55-0.65 ms at 784 x 1536; Xeon, 2 threads, capped or not).
+        gh = torch.ops.aten.gelu_backward(ga, h)
         gx = gw1 = gb1 = None
         if need[0]:
             gx = (lp(gh, w1.t(), None, "none", [], "") if dnn1 else torch.mm(gh, w1)).view(x.shape)
