@@ -7,25 +7,24 @@ or a torch.func transform, fast paths enabled: `fast.set_enabled`, ``HIERA_VIDEO
 * `train_linear`: ``F.linear``, or `_OneDNNLinear` (oneDNN forward and input gradient, MKL weight
   gradient) where, for this shape on this CPU, that measured at least `TRAIN_MARGIN` faster
   (`cpu_kernels.choose`; the oneDNN calls must have passed `cpu_kernels`' probe).
-* `train_mlp`: ``fc2(gelu(fc1(x)))`` as `_TrainMLP`. Why: in a CPU training step the elementwise work is
-  dominated not by arithmetic but by first touches of fresh memory. Every saved activation is a new
-  buffer; glibc hands large ones back to the OS when they are freed after the backward, so the next step
-  page-faults them in again (measured on an Intel Xeon with AMX, 2 threads, ``hiera_base_224`` batch 4:
-  ~430 MB faulted per step; a stage-3 GELU took 1.3-4 ms in the step against 0.24 ms on warm memory, and
-  the bias copy of fc1's output 3.4 ms). `_TrainMLP` saves only the input and fc1's output ``h``; ``h`` is
-  written into a buffer of a pool that outlives the step (`take`), GELU's output is a per-thread scratch
-  buffer consumed by fc2 at once and recomputed in the backward (0.24 ms on warm memory), and the
-  backward's transients (``gelu(h)``, its gradient) reuse one scratch buffer. Same GEMMs as the regular
-  path, the same math in the same order: gradients equal ``F.linear`` / ``nn.GELU`` autograd to float
-  rounding (tests). Saving one activation fewer per block also lowers the step's peak memory (Hiera-B,
-  batch 4: the GELU outputs are ~150 MB).
+* `train_mlp`: ``fc2(gelu(fc1(x)))`` as `_TrainMLP`, which saves only the input and fc1's output ``h``:
+  GELU's output is a per-thread scratch buffer consumed by fc2 at once and recomputed in the backward
+  (0.24 ms at Hiera-B's stage 3 on warm memory), so a step keeps one activation fewer per block (Hiera-B,
+  batch 4: peak memory 868 -> 709 MiB). ``h`` is written into a buffer of a pool that outlives the step
+  (`take`). Why: every saved activation is a fresh buffer, and glibc hands large ones back to the OS when
+  they are freed after the backward, so the next step page-faults them in again (fresh memory is written
+  at ~4.8 GB/s against 22-50 GB/s warm; Intel Xeon with AMX, 2 threads: 117-430 MB faulted per
+  ``hiera_base_224`` batch-4 step, depending on the heap's history). The faults removed pay for the GELU
+  recompute: the step measured as fast as with autograd's MLP, capped to AVX2 or not. Same GEMMs as the
+  regular path, the same math in the same order: gradients equal ``F.linear`` / ``nn.GELU`` autograd to
+  float rounding (tests); a double backward (``create_graph=True``) recomputes in differentiable ops.
 
 The pool (`take`): buffers keyed by shape; one is free when nothing but the pool references its storage
 (``torch._C._storage_Use_Count``; without that private API nothing is pooled). So a second forward before
 the backward, a retained graph or gradient checkpointing simply get other buffers; nothing ever writes
 into memory a live graph still holds. It keeps at most `POOL_SHAPES` shapes (least recently used dropped)
-and `clear_pool` / `fast.clear_cache` free it; `pool_bytes` reports its size (`tools/benchmark.py` adds it
-to our training step's peak memory, since the pool holds it between steps).
+and `clear_pool` / `fast.clear_cache` free it; `pool_bytes` reports its size (`tools/benchmark.py` empties
+it before measuring a step's peak memory, so that the pool, which lives between steps, is counted).
 """
 
 from __future__ import annotations
