@@ -10,8 +10,8 @@ peak instead of dropping between samples, which is what a DataLoader worker reac
 
 The datasets call :func:`keep_freed_memory` once per process (the main process with ``num_workers=0``, or
 each worker), and the training loop calls it on CPU, whose steps free and re-fault their activations the
-same way (hiera_base_224 batch 4: ~400 MB per step; the step 4-7% faster with it, `engine/loop.py`). ``HIERA_VIDEO_KEEP_FREED_MEMORY=0`` turns it off. Only glibc (Linux) is affected; elsewhere
-it does nothing.
+same way (hiera_base_224 batch 4: ~400 MB per step; the step 4-7% faster with it, `engine/loop.py`).
+``HIERA_VIDEO_KEEP_FREED_MEMORY=0`` turns it off. Only glibc (Linux) is affected; elsewhere it does nothing.
 """
 
 from __future__ import annotations
