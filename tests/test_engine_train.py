@@ -126,11 +126,15 @@ def test_image_task_learns_with_a_2d_config(tmp_path, monkeypatch):
         f"run.output_dir={tmp_path}", "run.name=shapes",
     ])
     import hiera_video.engine.loop as loop
+    from hiera_video.models import fast_train
 
     kept = []  # the training process keeps freed memory mapped on CPU (data/allocator.py), not only loaders
     monkeypatch.setattr(loop, "keep_freed_memory", lambda: kept.append(True) or True)
+    pooled = []  # the CPU training path (models/fast_train.py) ran, and its pool is released after training
+    take = fast_train.take
+    monkeypatch.setattr(fast_train, "take", lambda *a: pooled.append(1) or take(*a))
     out = train(cfg)
-    assert kept
+    assert kept and pooled and fast_train.pool_bytes() == 0
     m = out["metrics"]
     assert m["num_videos"] == 48 and m["num_classes"] == 3
     assert m["top1"] >= 0.55, m  # chance is 1/3

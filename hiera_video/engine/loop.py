@@ -43,7 +43,7 @@ from hiera_video.engine.logging import MetricLogger, get_logger, plot_curves, pr
 from hiera_video.engine.optim import CosineWarmupSchedule, build_optimizer
 from hiera_video.engine.sampler import ResumableSampler
 from hiera_video.fileio import remove_stale_temps
-from hiera_video.models import cpu_kernels
+from hiera_video.models import cpu_kernels, fast_train
 from hiera_video.models.cpu_kernels import resolve_precision
 
 __all__ = ["FitResult", "LoopState", "Task", "TrainingDiverged", "TrainingInterrupted", "autocast_context", "fit",
@@ -452,6 +452,7 @@ def fit(
                 break
 
     metrics_log.close()
+    fast_train.clear_pool()  # the CPU training path's activation buffers (tens to hundreds of MB) are done
     if info.is_main:
         plot_curves(metrics_log.path, run_dir / "curves.png")
     best_path = run_dir / "checkpoints" / "best.pt"
