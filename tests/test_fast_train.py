@@ -193,16 +193,11 @@ def test_two_forwards_before_backward_and_retained_graphs():
     assert fast_train.pool_bytes() > 0
 
 
-def test_torch_func_transforms_take_the_regular_path():
+def test_torch_func_transforms_take_the_regular_path(monkeypatch):
     model, x = make("image")
     params = dict(model.named_parameters())
-    mlps = [0]
-    orig = fast_train._TrainMLP.apply
-    fast_train._TrainMLP.apply = lambda *a: (mlps.__setitem__(0, mlps[0] + 1), orig(*a))[1]
-    try:
-        got = torch.func.grad(lambda p: torch.func.functional_call(model, p, (x,)).square().sum())(params)
-    finally:
-        fast_train._TrainMLP.apply = orig
+    mlps = spy(monkeypatch, fast_train._TrainMLP, "apply")
+    got = torch.func.grad(lambda p: torch.func.functional_call(model, p, (x,)).square().sum())(params)
     assert mlps[0] == 0
     with fast.disabled():
         ref = torch.autograd.grad(model(x).square().sum(), list(params.values()))
