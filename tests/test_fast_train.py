@@ -17,6 +17,9 @@ from hiera_video.models.layers import Mlp
 CONFIGS = {"image": ("hiera_tiny_224", TINY_IMAGE), "video": ("hiera_base_16x224", TINY_VIDEO)}
 FP32_OK = cpu_kernels.kernel_ok("onednn_fp32_linear")
 KERNELS = {"onednn": True, "regular": False, "measured": None}  # fast.FORCE_ONEDNN for each
+# The pool reads storage use counts through a private PyTorch API; without it nothing is pooled (tested below
+# by removing it), and the tests of the pool's reuse have nothing to test.
+needs_use_count = pytest.mark.skipif(fast_train._USE_COUNT is None, reason="torch._C._storage_Use_Count absent")
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +146,7 @@ def test_mlp_other_activations_keep_their_own_layers():
     torch.testing.assert_close(fast_train.train_mlp(x, mlp), mlp.fc2(mlp.act(mlp.fc1(x))), rtol=0, atol=0)
 
 
+@needs_use_count
 def test_pool_reuses_free_buffers_and_never_a_held_one():
     a = fast_train.take((64, 32), torch.float32)
     b = fast_train.take((64, 32), torch.float32)  # a is held: another buffer
@@ -160,6 +164,7 @@ def test_pool_reuses_free_buffers_and_never_a_held_one():
     assert fast_train.pool_bytes() == 0
 
 
+@needs_use_count
 def test_pool_is_bounded(monkeypatch):
     monkeypatch.setattr(fast_train, "POOL_SHAPES", 3)
     for n in range(1, 8):
@@ -173,6 +178,7 @@ def test_pool_without_use_counts_allocates_fresh(monkeypatch):
     assert a.shape == (8, 8) and fast_train.pool_bytes() == 0
 
 
+@needs_use_count
 def test_two_forwards_before_backward_and_retained_graphs():
     """Pooled buffers held by a live graph are never reused: gradient accumulation over two forwards, a
     retained graph run twice and steps reusing the pool all give the regular path's gradients."""
