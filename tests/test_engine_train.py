@@ -133,8 +133,15 @@ def test_image_task_learns_with_a_2d_config(tmp_path, monkeypatch):
     pooled = []  # the CPU training path (models/fast_train.py) ran, and its pool is released after training
     take = fast_train.take
     monkeypatch.setattr(fast_train, "take", lambda *a: pooled.append(1) or take(*a))
+    from hiera_video.engine.train import SupervisedTask
+
+    at_eval = []  # ... and released before each evaluation too (its buffers would sit beside evaluation's)
+    end_of_epoch = SupervisedTask.end_of_epoch
+    monkeypatch.setattr(SupervisedTask, "end_of_epoch",
+                        lambda self, *a: at_eval.append(fast_train.pool_bytes()) or end_of_epoch(self, *a))
     out = train(cfg)
     assert kept and pooled and fast_train.pool_bytes() == 0
+    assert at_eval and not any(at_eval)
     m = out["metrics"]
     assert m["num_videos"] == 48 and m["num_classes"] == 3
     assert m["top1"] >= 0.55, m  # chance is 1/3

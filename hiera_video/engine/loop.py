@@ -426,6 +426,9 @@ def fit(
             is_last = state.epoch + 1 == cfg.train.epochs
             every = cfg.train.eval_every_epochs
             if is_last or (every > 0 and (state.epoch + 1) % every == 0):
+                # The training path's pooled activations (`fast_train`) would sit idle beside evaluation's
+                # own buffers: released, so evaluation's peak memory does not add to them (one step re-makes them).
+                fast_train.clear_pool()
                 epoch_metrics = task.end_of_epoch(eval_model, state)
             state.epoch += 1
             state.batch_in_epoch = 0
