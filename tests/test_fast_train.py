@@ -242,3 +242,25 @@ def test_gradient_penalty_differentiates_the_fast_backward(dnn):
 
     for a, b in zip(penalised(True), penalised(False)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mae_encoder_and_decoder_take_the_training_path(monkeypatch):
+    torch.manual_seed(0)
+    mae = hiera_video.create_model("mae_hiera_tiny_224", embed_dim=16, depths=(1, 1, 2, 1), decoder_embed_dim=32,
+                                   decoder_depth=2, decoder_num_heads=2, input_size=(64, 64)).train()
+    x = torch.randn(2, 3, 64, 64)
+    mask = mae.get_random_mask(2, torch.Generator().manual_seed(0))
+    mlps = spy(monkeypatch, fast_train._TrainMLP, "apply")
+
+    def grads(use_fast: bool) -> dict:
+        mae.zero_grad(set_to_none=True)
+        with fast.enabled() if use_fast else fast.disabled():
+            mae(x, mask=mask).loss.backward()
+        return {n: p.grad.clone() for n, p in mae.named_parameters() if p.grad is not None}
+
+    ref = grads(False)
+    assert mlps[0] == 0
+    got = grads(True)
+    assert mlps[0] == len(mae.blocks) + len(mae.decoder_blocks)
+    assert got.keys() == ref.keys()
+    assert_grads_close(got, ref)

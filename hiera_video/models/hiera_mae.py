@@ -60,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import fast_train
 from .config import HieraConfig
 from .hiera import POS_EMBED_NAMES, Hiera, HieraBlock, resize_pos_embed
 
@@ -408,11 +409,15 @@ class MaskedAutoencoderHiera(Hiera):
             B, U, *unit_shape, 1), grid, unit_shape).reshape(B, -1)
 
         x = x + self.get_decoder_pos_embed(grid).to(x.dtype)
+        # fp32 CPU training: the decoder's blocks take the encoder's training path too (`fast_train`: its MLPs
+        # keep one activation fewer; the decoder runs on every token, so that is most of a step's memory).
+        train_fast = (fast_train.train_active(x) and self._fast_supported()
+                      and all(type(b) is HieraBlock for b in self.decoder_blocks))
         for blk in self.decoder_blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(blk, x, train_fast, use_reentrant=False)
             else:
-                x = blk(x)
+                x = blk(x, train_fast)
         return self.decoder_pred(self.decoder_norm(x)), token_mask
 
     def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, token_mask: torch.Tensor,
