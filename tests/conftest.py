@@ -11,6 +11,17 @@ import pytest
 # the tests that exercise it set it for a subprocess of their own.
 os.environ.pop("HIERA_VIDEO_KERNEL_CHOICES", None)
 
+from model_helpers import KERNELS  # noqa: E402 - after the environment is cleaned
+
+from hiera_video.models import fast  # noqa: E402
+
+
+@pytest.fixture(params=list(KERNELS))
+def kernel(request, monkeypatch):
+    """The CPU fast paths' linears always oneDNN (where the probe passed), never, or measured per shape."""
+    monkeypatch.setattr(fast, "FORCE_ONEDNN", KERNELS[request.param])
+    return request.param
+
 
 @pytest.fixture(autouse=True)
 def _library_logs_reach_caplog():

@@ -14,6 +14,9 @@ from hiera_video.models import cpu_kernels
 
 TINY_IMAGE = dict(input_size=(64, 64), embed_dim=16, num_heads=1, depths=(1, 1, 2, 1), num_classes=7)
 TINY_VIDEO = dict(input_size=(4, 64, 64), embed_dim=16, num_heads=1, depths=(1, 1, 2, 1), num_classes=5)
+FP32_OK = cpu_kernels.kernel_ok("onednn_fp32_linear")  # oneDNN's fp32 linears run on this CPU
+# The fast paths' linears three ways (`kernel` fixture, conftest.py): fast.FORCE_ONEDNN for each.
+KERNELS = {"onednn": True, "regular": False, "measured": None}
 
 
 def original_model(name: str, **kwargs) -> torch.nn.Module:

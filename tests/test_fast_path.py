@@ -20,16 +20,14 @@ import time
 import pytest
 import torch
 import torch.nn as nn
-from model_helpers import TINY_IMAGE, TINY_VIDEO, randomize_
+from model_helpers import FP32_OK, TINY_IMAGE, TINY_VIDEO, randomize_
 
 import hiera_video
 from hiera_video.models import cpu_kernels, fast, fast_train
 
 CONFIGS = {"image": ("hiera_tiny_224", TINY_IMAGE), "video": ("hiera_base_16x224", TINY_VIDEO)}
-FP32_OK = cpu_kernels.kernel_ok("onednn_fp32_linear")
 BF16_FAST = cpu_kernels.native(torch.bfloat16) and cpu_kernels.kernel_ok("onednn_bf16_linear") \
     and cpu_kernels.kernel_ok("bf16_sdpa")
-KERNELS = {"onednn": True, "regular": False, "measured": None}  # fast.FORCE_ONEDNN for each
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +37,6 @@ def _fresh_choices():
     cpu_kernels._WARNED.clear()
     yield
     cpu_kernels.clear_choices()
-
-
-@pytest.fixture(params=list(KERNELS))
-def kernel(request, monkeypatch):
-    monkeypatch.setattr(fast, "FORCE_ONEDNN", KERNELS[request.param])
-    return request.param
 
 
 def refuse(monkeypatch, *names: str) -> None:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from model_helpers import TINY_IMAGE, TINY_VIDEO, randomize_
+from model_helpers import FP32_OK, TINY_IMAGE, TINY_VIDEO, randomize_
 
 import hiera_video
 from hiera_video.models import cpu_kernels, fast, fast_train
 from hiera_video.models.layers import Mlp
 
 CONFIGS = {"image": ("hiera_tiny_224", TINY_IMAGE), "video": ("hiera_base_16x224", TINY_VIDEO)}
-FP32_OK = cpu_kernels.kernel_ok("onednn_fp32_linear")
-KERNELS = {"onednn": True, "regular": False, "measured": None}  # fast.FORCE_ONEDNN for each
 # The pool reads storage use counts through a private PyTorch API; without it nothing is pooled (tested below
 # by removing it), and the tests of the pool's reuse have nothing to test.
 needs_use_count = pytest.mark.skipif(fast_train._USE_COUNT is None, reason="torch._C._storage_Use_Count absent")
@@ -29,12 +27,6 @@ def _fresh():
     yield
     cpu_kernels.clear_choices()
     fast_train.clear_pool()
-
-
-@pytest.fixture(params=list(KERNELS))
-def kernel(request, monkeypatch):
-    monkeypatch.setattr(fast, "FORCE_ONEDNN", KERNELS[request.param])
-    return request.param
 
 
 def make(kind: str, **kw) -> tuple[nn.Module, torch.Tensor]:
