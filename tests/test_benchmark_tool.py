@@ -133,6 +133,21 @@ def test_what_cannot_run_becomes_a_row_and_rows_are_kept(bench, tmp_path, monkey
     assert "| original (fp32) | failed: RuntimeError: could not create a primitive descriptor" in printed
 
 
+def test_batch_size_defaults_to_the_goals_sizes(bench, tmp_path):
+    """Without ``--batch-size`` a run measures images at batch 8 and video at batch 1 (it once crashed here,
+    before measuring anything, on a helper the package does not export)."""
+    assert bench.default_batch("hiera_base_224", {}) == 8
+    assert bench.default_batch("hiera_base_16x224", {}) == 1
+    raw = tmp_path / "raw.json"
+    argv = ["--model", "hiera_tiny_224", "--override", *TINY, "--precision", "fp32", "--mode", "infer",
+            "--refs", "--no-ablate", "--no-memory", "--reps", "1", "--warmup", "0", "--peak-size", "64",
+            "--peak-reps", "1", "--threads", "1", "--json", str(raw)]
+    (res,) = bench.main(argv)
+    assert res["config"]["batch_size"] == 8
+    assert [r["status"] for r in res["rows"]] == ["ok"]
+    assert json.loads(raw.read_text())["complete"] is True
+
+
 def test_write_section_replaces_only_its_block(bench, tmp_path):
     p = tmp_path / "B.md"
     bench.write_section(p, "a", "first")

@@ -76,7 +76,7 @@ if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a 
 
 import hiera_video  # noqa: E402
 from hiera_video.fileio import atomic_write_text  # noqa: E402
-from hiera_video.models import cpu_kernels, fast, fast_train  # noqa: E402
+from hiera_video.models import cpu_kernels, fast, fast_train, get_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
 from benchmark_measure import (  # noqa: E402
@@ -398,6 +398,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def default_batch(model: str, overrides: dict[str, Any]) -> int:
+    """The batch size a run uses when ``--batch-size`` is not given: 1 for video models, 8 for images (the
+    issue-14 goals' sizes)."""
+    return 1 if get_config(model, **overrides).is_video else 8
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -463,7 +469,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for i, model in enumerate(args.model):
         b = bs[i] if len(bs) > 1 else bs[0]
         if b is None:
-            b = 1 if hiera_video.get_config(model, **overrides).is_video else 8
+            b = default_batch(model, overrides)
         for mode in args.mode:
             for prec in args.precision:
                 frz = args.freezing and args.compile != "off" and mode == "infer"
