@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hiera_video.config import ConfigError
+from hiera_video.config import DECODERS, ConfigError
 
 __all__ = ["build_parser", "main", "subcommand"]
 
@@ -230,7 +230,7 @@ def _extract(p: argparse.ArgumentParser) -> Handler:
     g.add_argument("--batch-size", type=int, default=flag, help="clips per forward pass (extract.batch_size)")
     g.add_argument("--num-workers", type=int, default=flag)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=flag)
-    g.add_argument("--backend", choices=["auto", "decord", "pyav"], default=flag, help="data.decoder")
+    g.add_argument("--backend", choices=list(DECODERS), default=flag, help="data.decoder")
     g.add_argument("--window-frames", type=int, default=flag)
     g.add_argument("--shard-size-mb", type=float, default=flag)
     g.add_argument("--shard-max-videos", type=int, default=flag)

@@ -444,6 +444,11 @@ def test_cli_takes_a_config_file_overrides_and_prints_the_resolved_config(data, 
     assert printed["data"]["sampling_rate"] == 2 and printed["extract"]["tail"] == "align"
     assert not out.exists()  # printing extracts nothing
 
+    # --backend takes every decoder data.decoder accepts (torchcodec too) and sets data.decoder.
+    for backend in ("pyav", "torchcodec", "decord"):
+        assert cli_main(["extract", str(cfg_file), "--backend", backend, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["data"]["decoder"] == backend
+
     assert cli_main(["extract", str(cfg_file), "extract.tail=align", "extract.shard_max_videos=2"]) == 0
     saved = json.loads((out / "extract_config.json").read_text())["features"]
     assert saved["extract.tail"] == "align" and saved["data.num_frames"] == 8

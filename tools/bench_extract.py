@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hiera_video.config import DECODERS
+
 
 def _make_videos(root: Path, num_videos: int, frames: int, size: tuple[int, int], fps: float) -> list[Path]:
     from hiera_video.data.synthetic import make_motion_frames, write_video
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampling-rate", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
-    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    p.add_argument("--backend", default="auto", choices=list(DECODERS))
     p.add_argument("--repeats", type=int, default=3, help="interleaved model-only / extract pairs")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)

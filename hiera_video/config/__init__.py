@@ -24,6 +24,7 @@ from .loading import (
     update_config,
 )
 from .schema import (
+    DECODERS,
     AugConfig,
     Config,
     ConfigError,
@@ -41,6 +42,7 @@ from .schema import (
 from .validate import validate
 
 __all__ = [
+    "DECODERS",
     "AugConfig",
     "Config",
     "ConfigError",

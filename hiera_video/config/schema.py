@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from hiera_video.constants import KINETICS_MEAN, KINETICS_STD
+
+Decoder = Literal["auto", "pyav", "torchcodec", "decord"]  # data.decoder (hiera_video.data.video_reader)
+DECODERS: tuple[str, ...] = get_args(Decoder)  # its values, for command-line choices
 
 
 class ConfigError(ValueError):
@@ -100,7 +103,7 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: list(KINETICS_STD))
     batch_size: int = 8  # videos per process; global batch: batch_size * world_size * accum_steps
     num_workers: int = 4
-    decoder: Literal["auto", "pyav", "torchcodec", "decord"] = "auto"
+    decoder: Decoder = "auto"
     # Where evaluation and extraction decode: auto = on the model's GPU when torchcodec can decode there
     # (NVDEC), else the CPU; cuda = GPU if possible, else the CPU with a warning. GPU decoding runs in the
     # main process (num_workers is ignored then: CUDA does not survive fork). Training always decodes on the CPU.
