@@ -71,7 +71,7 @@ def test_resolve_precision_where_bf16_is_not_native(monkeypatch, caplog):
         assert cpu_kernels.resolve_precision("fp16", "cpu") == "fp32"
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 2  # one per precision, not one per call
-    assert "bf16 is not native on this CPU" in msgs[0] and "AVX512-BF16 / AMX-BF16" in msgs[0]
+    assert "bf16 is not native on this CPU" in msgs[0] and "AVX512-BF16" in msgs[0]
     assert "than fp32" in msgs[0] or "failed" in msgs[0]  # the measured slowdown is named
     assert "train.force_precision=true" in msgs[0]
     caplog.clear()
@@ -84,6 +84,28 @@ def test_resolve_precision_where_bf16_is_not_native(monkeypatch, caplog):
     assert cpu_kernels.resolve_precision("none", "cpu") == cpu_kernels.resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         cpu_kernels.resolve_precision("fp8", "cpu")
+
+
+@pytest.mark.parametrize("flags, cap, expect", [
+    ((), None, "no AVX512-BF16 / AMX-BF16"),
+    (("avx2", "avx512f", "avx512_bf16", "amx_bf16"), "AVX2",
+     "the CPU has AVX512-BF16 / AMX-BF16, but oneDNN is capped at AVX2"),
+    (("avx2", "avx512f", "avx512_bf16"), None, "the CPU has AVX512-BF16, but its bf16 GEMM does not beat fp32"),
+])
+def test_the_bf16_warning_names_what_is_missing(flags, cap, expect, monkeypatch, caplog):
+    """The warning states what the flags and the cap say, not a guess: a Zen 4-like CPU whose bf16 GEMM
+    loses to fp32 has bf16 instructions; a capped Xeon has them too, behind the cap."""
+    monkeypatch.setattr(cpu_kernels, "native", lambda dt: dt == torch.float32)
+    monkeypatch.setattr(cpu_kernels, "cpu_info", lambda: cpu_kernels.CPUInfo("Test CPU", flags, "AVX2", cap))
+    monkeypatch.setattr(cpu_kernels, "_WARNED", set())
+    for speedup, cls in ((0.5, "no gain over fp32"), (0.2, "2-10x slower"), (0.02, "more than 10x slower: emulated")):
+        monkeypatch.setattr(cpu_kernels, "low_precision_speedup", lambda dt, _s=speedup: _s)
+        monkeypatch.setattr(cpu_kernels, "_WARNED", set())
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hiera_video"):
+            assert cpu_kernels.resolve_precision("bf16", "cpu") == "fp32"
+        msg = caplog.records[0].getMessage()
+        assert expect in msg and cls in msg and "Test CPU" in msg, msg
 
 
 def test_auto_precision_is_bf16_on_gpus_and_fp32_on_any_cpu(monkeypatch):

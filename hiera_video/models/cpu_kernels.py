@@ -22,7 +22,9 @@ unavailable with the reason, and callers take the regular PyTorch path. Nothing 
   5 alternating calls each; stops early when the low-precision one is clearly slow). **Native** bf16 (or
   fp16) = that ratio is above `NATIVE_SPEEDUP` (1.0: the low-precision GEMM is faster than fp32). Emulated
   bf16 is 10-100x slower, native bf16 1.5-5x faster, so a 1.0 threshold separates the two with a wide
-  margin.
+  margin. In between, bf16 instructions that do not beat this CPU's fp32 GEMM (an Intel Xeon with oneDNN
+  capped at AVX512_CORE_BF16: 0.5-0.6x, a `hiera_base_224` b2 forward 216 vs 170 ms) also count as not
+  native: there bf16 would only make runs slower.
 * `resolve_precision(requested, device, force)`: the precision a run should actually use (below).
 * `choose(key, regular, candidate, margin)`: a per-shape kernel choice, measured once (below).
 * `cpu_info()` / `summary()`: the CPU model and the flags that matter (avx2, avx512f, avx512_bf16,
@@ -266,8 +268,23 @@ def _slowness(dtype: torch.dtype) -> str:
     if s >= 1:
         return f"a {dtype_name(dtype)} matmul measured {s:.1f}x faster than fp32, below the native threshold"
     slow = 1 / s
-    cls = "more than 10x slower" if slow > 10 else "2-10x slower" if slow > 2 else "slower"
-    return f"a {dtype_name(dtype)} matmul measured {slow:.0f}x slower than fp32 here ({cls}: emulated, not native)"
+    # Emulated bf16 is 10-100x slower; 2x or less is what real bf16 instructions give where fp32 is faster
+    # still (an Intel Xeon with oneDNN capped at AVX512_CORE_BF16: bf16 199 vs fp32 332 GFLOP/s at 2048²).
+    cls = ("more than 10x slower: emulated" if slow > 10 else "2-10x slower: emulated or without fast bf16 "
+           "instructions" if slow > 2 else "slower: no gain over fp32 here")
+    return f"a {dtype_name(dtype)} matmul measured {slow:.0f}x slower than fp32 here ({cls})"
+
+
+def _missing(req: str, info: CPUInfo) -> str:
+    """Why ``req`` lacks hardware support, from the CPU's flags and the oneDNN cap."""
+    units = ("avx512_bf16", "amx_bf16") if req == "bf16" else ()  # (FLAGS has no fp16 instructions)
+    names = "AVX512-BF16 / AMX-BF16" if req == "bf16" else "AMX-FP16 / AVX512-FP16"
+    have = [f.upper().replace("_", "-") for f in units if f in info.flags]
+    if not have:
+        return f"no {names}"
+    if info.onednn_cap:
+        return f"the CPU has {' / '.join(have)}, but oneDNN is capped at {info.onednn_cap}"
+    return f"the CPU has {' / '.join(have)}, but its {req} GEMM does not beat fp32"
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -306,8 +323,7 @@ def resolve_precision(requested: str, device: torch.device | str, force: bool = 
         return req
     force = force or force_requested()
     info = cpu_info()
-    missing = "AVX512-BF16 / AMX-BF16" if req == "bf16" else "AMX-FP16 / AVX512-FP16"
-    why = f"{req} is not native on this CPU, {info.describe()}: no usable {missing}; {_slowness(dtype)}"
+    why = f"{req} is not native on this CPU, {info.describe()}: {_missing(req, info)}; {_slowness(dtype)}"
     if force:
         _warn_once((req, True), f"{why}. Running {req} anyway because it was forced; expect a much slower run.")
         return req
