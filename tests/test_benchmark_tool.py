@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hiera_video
 from hiera_video.models import cpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,56 @@ def test_batch_size_defaults_to_the_goals_sizes(bench, tmp_path):
     assert res["config"]["batch_size"] == 8
     assert [r["status"] for r in res["rows"]] == ["ok"]
     assert json.loads(raw.read_text())["complete"] is True
+
+
+@pytest.mark.parametrize("name, size", [("hiera_tiny_224", [64, 64]), ("hiera_base_16x224", [4, 64, 64])])
+@pytest.mark.parametrize("train", [False, True])
+def test_flops_count_the_attention(bench, name, size, train, monkeypatch):
+    """The GFLOP/s and % of peak columns rest on this count. FlopCounterMode has no formula for the CPU
+    flash-attention ops, and the count once left the attention out (~30% of a video Hiera's FLOPs). The
+    original's 5-D attention runs as batched matmuls that FlopCounterMode does count: the reference."""
+    pytest.importorskip("hiera")
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = hiera_video.create_model(name, input_size=size, depths=[1, 1, 2, 1], num_classes=5)
+    x = torch.randn(2, 3, *size)
+    ref = bench.BUILDERS["original"](model).train(train)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if train:
+            ref(x).sum().backward()
+        else:
+            with torch.no_grad():
+                ref(x)
+    ours = bench.count_flops(model, x, train)
+    assert ours == counter.get_total_flops()
+
+    # Independently: the attention's share is its matmuls, 4 B H Lq Lk D per call forward (x 3 with the
+    # backward), on top of what the counter finds without the attention formulas.
+    shapes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, *args, **kwargs):
+        shapes.append((q.shape, k.shape))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    aten = torch.ops.aten
+    zero = {getattr(aten, n): (lambda *a, **k: 0) for n in ("_scaled_dot_product_flash_attention_for_cpu",
+                                                            "_scaled_dot_product_flash_attention_for_cpu_backward")}
+    plain = FlopCounterMode(display=False, custom_mapping=zero)  # the GEMMs and the convolution alone
+    with plain, hiera_video.models.fast.disabled():
+        model.train(train)
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    attention = sum(4 * q[0] * q[1] * q[2] * k[2] * q[3] for q, k in shapes) * (3 if train else 1)
+    assert len(shapes) == len(model.blocks) and attention > 0
+    assert ours == plain.get_total_flops() + attention
 
 
 def test_write_section_replaces_only_its_block(bench, tmp_path):
