@@ -83,7 +83,8 @@ def test_tiny_run_structure(bench, tmp_path):
     assert text.startswith("# Benchmarks\n\nHand-written notes stay.\n")
     assert text.count("<!-- BEGIN benchmark:tiny -->") == 1 and "<!-- END benchmark:tiny -->" in text
     assert "| implementation | median ms |" in text and "speed-up of ours" in text
-    caps = " ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ)
+    caps = " ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                                                     "MKL_ENABLE_INSTRUCTIONS") if k in os.environ)
     assert "Dense matmul peak" in text and f"Command: `{caps + ' ' if caps else ''}python tools/benchmark.py" in text
     assert ("skipped: bf16 is not native" in text) == (not BF16_NATIVE)
 

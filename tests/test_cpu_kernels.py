@@ -45,6 +45,7 @@ def test_summary_reports_flags_kernels_and_speed():
         assert s[f"{name}_native"] == (speed is not None and speed > cpu_kernels.NATIVE_SPEEDUP)
     assert cpu_kernels.cpu_info().describe().startswith(s["cpu"])
     assert s["onednn_cap"] == os.environ.get("ONEDNN_MAX_CPU_ISA")
+    assert s["mkl_cap"] == os.environ.get("MKL_ENABLE_INSTRUCTIONS")
 
 
 def test_probe_answers_what_onednn_accepts_not_the_cpu_flags():

@@ -99,7 +99,7 @@ def test_the_imported_choice_is_the_one_followed(model_and_input):
 
 @pytest.mark.parametrize("field, value", [
     ("cpu", "Some Other CPU"), ("flags", ["avx2"]), ("torch", "1.0.0"), ("onednn_cap", "SSE41"),
-    ("kernels", []),
+    ("mkl_cap", "SSE4_2"), ("kernels", []),
 ])
 def test_choices_of_another_machine_are_not_adopted(field, value, caplog):
     cpu_kernels.choose(("test", torch.float32, 8, 1), lambda: 1, lambda: 2)

@@ -454,7 +454,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     peaks = measure_peaks()
     info["peak_size"] = str(args.peak_size)
     info["peak_detail"] = detail()
-    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if os.environ.get(k)]
     argv_full = [*caps, "python", "tools/benchmark.py"] + _without_json(sys.argv[1:] if argv is None else list(argv))
     print(markdown_header(peaks, info, argv_full), flush=True)
 

@@ -3,10 +3,11 @@ precision rule the engines follow, and per-shape kernel choices measured at firs
 
 Why probe instead of reading flags: the same PyTorch build runs on CPUs with very different instruction
 sets (Intel with AMX, AMD Zen 4 with AVX512-BF16, AMD Zen 2/3 with AVX2 only), and oneDNN can be capped
-below what the CPU has (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``: how CI exercises the
-AVX2 paths on a bigger machine). ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` reads the CPU flags, not
-what oneDNN will accept. Measured with torch 2.14.1: on an AVX2-only AMD EPYC, oneDNN refuses bf16 linears
-("could not create a primitive descriptor") and a bf16 2048² matmul runs at 0.27 GFLOP/s against 91 in fp32;
+below what the CPU has (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``, and for MKL's GEMMs
+``MKL_ENABLE_INSTRUCTIONS=AVX2``: how CI exercises the AVX2 paths on a bigger machine).
+``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` reads the CPU flags, not what oneDNN will accept.
+Measured with torch 2.14.1: on an AVX2-only AMD EPYC, oneDNN refuses bf16 linears ("could not create a
+primitive descriptor") and a bf16 2048² matmul runs at 0.27 GFLOP/s against 91 in fp32;
 on an Intel Xeon with AMX a bf16 1024² matmul takes 8 ms against 39 ms in fp32, and 1755 ms (vs 25 ms) under
 the AVX2 caps, while the flag check still said True uncapped and False capped.
 
@@ -119,10 +120,14 @@ class CPUInfo:
     flags: tuple[str, ...]  # those of `FLAGS` the CPU reports
     aten_isa: str  # the vector ISA PyTorch's own kernels use (ATEN_CPU_CAPABILITY caps it)
     onednn_cap: str | None  # ONEDNN_MAX_CPU_ISA, when set
+    # MKL_ENABLE_INSTRUCTIONS, when set: the fp32 GEMMs of the regular path are MKL's, which the two caps
+    # above do not reach (Intel Xeon, 2 threads, 2048² torch.mm: 321 GFLOP/s under them, 190 with this too)
+    mkl_cap: str | None = None
 
     def describe(self) -> str:
         have = ", ".join(f.upper().replace("_", "-") for f in self.flags) or "none of AVX2/AVX-512/AMX"
         cap = f"; oneDNN capped at {self.onednn_cap}" if self.onednn_cap else ""
+        cap += f"; MKL capped at {self.mkl_cap}" if self.mkl_cap else ""
         return f"{self.model_name} ({have}; PyTorch kernels {self.aten_isa}{cap})"
 
 
@@ -144,7 +149,8 @@ def cpu_info() -> CPUInfo:
         isa = torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001 - older builds
         isa = "unknown"
-    return CPUInfo(name, tuple(f for f in FLAGS if f in flags), isa, os.environ.get("ONEDNN_MAX_CPU_ISA"))
+    return CPUInfo(name, tuple(f for f in FLAGS if f in flags), isa, os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                   os.environ.get("MKL_ENABLE_INSTRUCTIONS"))
 
 
 def _has_onednn_ops() -> str | None:
@@ -458,11 +464,12 @@ _FILE_LOADED = False
 
 
 def fingerprint() -> dict[str, Any]:
-    """What a set of choices is valid for: the CPU model and flags, PyTorch's ISA and oneDNN's cap, the
-    PyTorch version and the kernels the probe accepted (runs the probe if it has not run yet)."""
+    """What a set of choices is valid for: the CPU model and flags, PyTorch's ISA, oneDNN's and MKL's caps,
+    the PyTorch version and the kernels the probe accepted (runs the probe if it has not run yet)."""
     info = cpu_info()
     return {"cpu": info.model_name, "flags": list(info.flags), "aten_isa": info.aten_isa,
-            "onednn_cap": info.onednn_cap, "torch": str(torch.__version__),  # (a str subclass: not for pickles)
+            "onednn_cap": info.onednn_cap, "mkl_cap": info.mkl_cap,
+            "torch": str(torch.__version__),  # (a str subclass: not for pickles)
             "kernels": sorted(k for k, v in kernel_status().items() if v is None)}
 
 
@@ -591,6 +598,7 @@ def summary() -> dict[str, Any]:
         "flags": list(info.flags),
         "aten_isa": info.aten_isa,
         "onednn_cap": info.onednn_cap,
+        "mkl_cap": info.mkl_cap,
         "kernels": {k: ("ok" if v is None else v) for k, v in kernel_status().items()},
     }
     for name, dt in _DTYPES.items():
