@@ -7,9 +7,9 @@ below what the CPU has (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2`
 ``MKL_ENABLE_INSTRUCTIONS=AVX2``: how CI exercises the AVX2 paths on a bigger machine).
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` reads the CPU flags, not what oneDNN will accept.
 Measured with torch 2.14.1: on an AVX2-only AMD EPYC, oneDNN refuses bf16 linears ("could not create a
-primitive descriptor") and a bf16 2048² matmul runs at 0.27 GFLOP/s against 91 in fp32;
-on an Intel Xeon with AMX a bf16 1024² matmul takes 8 ms against 39 ms in fp32, and 1755 ms (vs 25 ms) under
-the AVX2 caps, while the flag check still said True uncapped and False capped.
+primitive descriptor") and a bf16 2048² matmul runs at 0.27 GFLOP/s against 91 in fp32; on an Intel Xeon with
+AMX a bf16 1024² matmul takes 8 ms against 39 ms in fp32, and 1755 ms (vs 25 ms) under the AVX2 caps, while
+the flag check still said True uncapped and False capped.
 
 So every answer here comes from running the kernel, inside ``try``/``except``, on a tiny input, once per
 process (``functools.cache``): a kernel that raises, is absent or returns a wrong result is reported as
@@ -23,9 +23,8 @@ unavailable with the reason, and callers take the regular PyTorch path. Nothing 
   5 alternating calls each; stops early when the low-precision one is clearly slow). **Native** bf16 (or
   fp16) = that ratio is above `NATIVE_SPEEDUP` (1.0: the low-precision GEMM is faster than fp32). Emulated
   bf16 is 10-100x slower, native bf16 1.5-5x faster, so a 1.0 threshold separates the two with a wide
-  margin. In between, bf16 instructions that do not beat this CPU's fp32 GEMM (an Intel Xeon with oneDNN
-  capped at AVX512_CORE_BF16: 0.5-0.6x, a `hiera_base_224` b2 forward 216 vs 170 ms) also count as not
-  native: there bf16 would only make runs slower.
+  margin. bf16 instructions that lose to this CPU's fp32 GEMM (Intel Xeon, oneDNN capped at AVX512_CORE_BF16:
+  0.5-0.6x; `hiera_base_224` b2 forward 216 vs 170 ms) are not native either: bf16 would only be slower.
 * `resolve_precision(requested, device, force)`: the precision a run should actually use (below).
 * `choose(key, regular, candidate, margin)`: a per-shape kernel choice, measured once (below).
 * `cpu_info()` / `summary()`: the CPU model and the flags that matter (avx2, avx512f, avx512_bf16,
@@ -120,9 +119,7 @@ class CPUInfo:
     flags: tuple[str, ...]  # those of `FLAGS` the CPU reports
     aten_isa: str  # the vector ISA PyTorch's own kernels use (ATEN_CPU_CAPABILITY caps it)
     onednn_cap: str | None  # ONEDNN_MAX_CPU_ISA, when set
-    # MKL_ENABLE_INSTRUCTIONS, when set: the fp32 GEMMs of the regular path are MKL's, which the two caps
-    # above do not reach (Intel Xeon, 2 threads, 2048² torch.mm: 321 GFLOP/s under them, 190 with this too)
-    mkl_cap: str | None = None
+    mkl_cap: str | None = None  # MKL_ENABLE_INSTRUCTIONS: MKL's GEMMs (the regular path's) ignore the caps above
 
     def describe(self) -> str:
         have = ", ".join(f.upper().replace("_", "-") for f in self.flags) or "none of AVX2/AVX-512/AMX"
@@ -274,8 +271,6 @@ def _slowness(dtype: torch.dtype) -> str:
     if s >= 1:
         return f"a {dtype_name(dtype)} matmul measured {s:.1f}x faster than fp32, below the native threshold"
     slow = 1 / s
-    # Emulated bf16 is 10-100x slower; 2x or less is what real bf16 instructions give where fp32 is faster
-    # still (an Intel Xeon with oneDNN capped at AVX512_CORE_BF16: bf16 199 vs fp32 332 GFLOP/s at 2048²).
     cls = ("more than 10x slower: emulated" if slow > 10 else "2-10x slower: emulated or without fast bf16 "
            "instructions" if slow > 2 else "slower: no gain over fp32 here")
     return f"a {dtype_name(dtype)} matmul measured {slow:.0f}x slower than fp32 here ({cls})"
@@ -284,13 +279,11 @@ def _slowness(dtype: torch.dtype) -> str:
 def _missing(req: str, info: CPUInfo) -> str:
     """Why ``req`` lacks hardware support, from the CPU's flags and the oneDNN cap."""
     units = ("avx512_bf16", "amx_bf16") if req == "bf16" else ()  # (FLAGS has no fp16 instructions)
-    names = "AVX512-BF16 / AMX-BF16" if req == "bf16" else "AMX-FP16 / AVX512-FP16"
     have = [f.upper().replace("_", "-") for f in units if f in info.flags]
     if not have:
-        return f"no {names}"
-    if info.onednn_cap:
-        return f"the CPU has {' / '.join(have)}, but oneDNN is capped at {info.onednn_cap}"
-    return f"the CPU has {' / '.join(have)}, but its {req} GEMM does not beat fp32"
+        return "no AVX512-BF16 / AMX-BF16" if req == "bf16" else "no AMX-FP16 / AVX512-FP16"
+    why = f"oneDNN is capped at {info.onednn_cap}" if info.onednn_cap else f"its {req} GEMM does not beat fp32"
+    return f"the CPU has {' / '.join(have)}, but {why}"
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -597,8 +590,7 @@ def summary() -> dict[str, Any]:
         "cpu": info.model_name,
         "flags": list(info.flags),
         "aten_isa": info.aten_isa,
-        "onednn_cap": info.onednn_cap,
-        "mkl_cap": info.mkl_cap,
+        "onednn_cap": info.onednn_cap, "mkl_cap": info.mkl_cap,
         "kernels": {k: ("ok" if v is None else v) for k, v in kernel_status().items()},
     }
     for name, dt in _DTYPES.items():
