@@ -98,7 +98,6 @@ def test_the_bf16_warning_names_what_is_missing(flags, cap, expect, monkeypatch,
     loses to fp32 has bf16 instructions; a capped Xeon has them too, behind the cap."""
     monkeypatch.setattr(cpu_kernels, "native", lambda dt: dt == torch.float32)
     monkeypatch.setattr(cpu_kernels, "cpu_info", lambda: cpu_kernels.CPUInfo("Test CPU", flags, "AVX2", cap))
-    monkeypatch.setattr(cpu_kernels, "_WARNED", set())
     for speedup, cls in ((0.5, "no gain over fp32"), (0.2, "2-10x slower"), (0.02, "more than 10x slower: emulated")):
         monkeypatch.setattr(cpu_kernels, "low_precision_speedup", lambda dt, _s=speedup: _s)
         monkeypatch.setattr(cpu_kernels, "_WARNED", set())

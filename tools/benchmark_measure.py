@@ -170,8 +170,8 @@ def count_flops(model: nn.Module, x: torch.Tensor, train: bool) -> int:
     convolution and the attention's matmuls.
 
     FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention ops that our attention runs
-    on the CPU, so without these two entries it counted their FLOPs as zero: the attention (~11% of
-    `hiera_base_224`'s FLOPs, ~30% of `hiera_base_16x224`'s) was missing from every GFLOP/s and % of peak."""
+    on the CPU, so without these two entries it counted their FLOPs as zero: the attention (6% of
+    `hiera_base_224`'s FLOPs, 30% of `hiera_base_16x224`'s) was missing from every GFLOP/s and % of peak."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
