@@ -169,3 +169,34 @@ def test_ema_tracks_weights():
     expected = model.weight - 1.0  # halfway between old (w - 2) and new (w)
     assert torch.allclose(ema.module.weight, expected)
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_progress_bars_update_rarely_into_a_log_file(monkeypatch, tmp_path):
+    """On a terminal the bar is live; written into a file (``> log``, nohup, SLURM) every update would be
+    appended, so there the engines' bars update every LOG_BAR_INTERVAL_S; tqdm's own setting wins."""
+    import io
+
+    from hiera_video.engine import logging as run_logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    assert "mininterval" not in run_logging.bar_options(Terminal())
+    log = io.StringIO()
+    assert run_logging.bar_options(log)["mininterval"] == run_logging.LOG_BAR_INTERVAL_S
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")
+    assert "mininterval" not in run_logging.bar_options(log)
+
+    # End to end into a file: 0.6 s of batches (a live bar would append ~6 updates) leave the first and the
+    # final state only.
+    import time
+
+    monkeypatch.delenv("TQDM_MININTERVAL")
+    with open(tmp_path / "log.txt", "w") as f:
+        monkeypatch.setattr(run_logging.sys, "stderr", f)
+        for _ in run_logging.progress([torch.zeros(2, 1)] * 60, total_clips=120, desc="epoch 1"):
+            time.sleep(0.01)
+    raw = (tmp_path / "log.txt").read_bytes()  # (bytes: text mode would turn tqdm's \r into newlines)
+    assert b"120/120" in raw and raw.count(b"\r") <= 3, raw[:500]

@@ -560,24 +560,13 @@ def _format_summary(s: dict[str, Any], out: Path) -> str:
             f"{s['seconds']:.1f}s ({s['clips_per_s']:.2f} clips/s) -> {out}")
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kw: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, skipped: int) -> Any:
-    if not enabled:
-        return _NoBar()
     from tqdm.auto import tqdm
 
+    from hiera_video.engine.logging import bar_options
+
     return tqdm(total=total, unit="video", desc=f"extract ({skipped} already done)" if skipped else "extract",
-                dynamic_ncols=True, smoothing=0.1)
+                disable=not enabled, **bar_options())
 
 
 def extract_features(input: str | os.PathLike[str] | Sequence[str] | None = None,

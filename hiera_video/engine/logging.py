@@ -1,7 +1,8 @@
 """What a run shows and records: progress bars, JSON-lines metrics, TensorBoard, a curves plot.
 
 * :func:`progress` wraps an iterable in a tqdm bar counting *clips* (or images), so the bar shows
-  throughput in clips/s and an ETA. Disabled on non-main ranks and when ``enabled=False``.
+  throughput in clips/s and an ETA. Disabled on non-main ranks and when ``enabled=False``. Where stderr is
+  not a terminal (``> log``, nohup, SLURM, CI), see `bar_options`.
 * :class:`MetricLogger` appends one JSON object per record to ``<run>/metrics.jsonl`` (easy to load with
   pandas or ``json``), mirrors scalars to TensorBoard when it is installed, and draws
   ``<run>/curves.png`` (training loss and lr per step, validation metrics per epoch) with matplotlib's
@@ -22,7 +23,9 @@ from typing import Any, TypeVar
 
 from hiera_video.fileio import atomic_write, atomic_write_text
 
-__all__ = ["MetricLogger", "get_logger", "plot_curves", "progress", "read_metrics"]
+__all__ = ["MetricLogger", "bar_options", "get_logger", "plot_curves", "progress", "read_metrics"]
+
+LOG_BAR_INTERVAL_S = 30.0  # seconds between progress updates written to a file (not a terminal)
 
 T = TypeVar("T")
 
@@ -44,6 +47,19 @@ def get_logger(is_main: bool = True) -> logging.Logger:
     return logger
 
 
+def bar_options(stream: Any = None) -> dict[str, Any]:
+    """tqdm settings for the engines' bars on ``stream`` (default stderr): on a terminal, a live bar; into a
+    file or pipe, one update every `LOG_BAR_INTERVAL_S` instead of every 0.1 s, because each update is
+    appended there (a day of training would write ~860k of them). tqdm's own ``TQDM_MININTERVAL``, when
+    set, wins."""
+    stream = sys.stderr if stream is None else stream
+    opts: dict[str, Any] = {"dynamic_ncols": True, "smoothing": 0.1, "file": stream}
+    isatty = getattr(stream, "isatty", None)
+    if "TQDM_MININTERVAL" not in os.environ and not (callable(isatty) and isatty()):
+        opts["mininterval"] = LOG_BAR_INTERVAL_S
+    return opts
+
+
 class _Bar:
     """A tqdm bar advanced by the number of clips in each batch (so the rate reads clips/s)."""
 
@@ -53,8 +69,7 @@ class _Bar:
 
         self._iterable = iterable
         self._clips_of = clips_of
-        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
-                        smoothing=0.1, file=sys.stderr)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, **bar_options())
 
     def __iter__(self) -> Iterator[Any]:
         try:
