@@ -194,8 +194,8 @@ def test_progress_bars_update_rarely_into_a_log_file(monkeypatch, tmp_path):
     import time
 
     monkeypatch.delenv("TQDM_MININTERVAL")
-    with open(tmp_path / "log.txt", "w") as f:
-        monkeypatch.setattr(run_logging.sys, "stderr", f)
+    with open(tmp_path / "log.txt", "w") as f, monkeypatch.context() as mp:  # (stderr restored before f closes)
+        mp.setattr(run_logging.sys, "stderr", f)
         for _ in run_logging.progress([torch.zeros(2, 1)] * 60, total_clips=120, desc="epoch 1"):
             time.sleep(0.01)
     raw = (tmp_path / "log.txt").read_bytes()  # (bytes: text mode would turn tqdm's \r into newlines)
