@@ -180,10 +180,7 @@ def write_video(
         if codec != "vp9":
             stream.codec_context.max_b_frames = max_b_frames
         for index in range(num_frames):
-            # Converted to the stream's yuv420p here: left to the encoder (PyAV converts an RGB frame itself),
-            # the same frames encoded to different bytes from process to process (3-13 of 128 32x32 videos
-            # differed, decoded pixels by up to 47), so generated datasets were not reproducible.
-            frame = av.VideoFrame.from_ndarray(array[index], format="rgb24").reformat(format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(array[index], format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1) / rate
             for packet in stream.encode(frame):
