@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hiera_video.engine.loop import autocast_context
-from hiera_video.models import cpu_kernels
+from hiera_video.models import cpu_features, cpu_kernels
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +26,10 @@ def _fresh_warnings():
 
 
 def _proc_flags() -> set[str]:
+    """The first CPU's ``flags`` (x86) or ``Features`` (Arm) line, read here independently of the module."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
+            if line.startswith(("flags", "Features")):
                 return set(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -37,13 +38,13 @@ def _proc_flags() -> set[str]:
 
 def test_summary_reports_flags_kernels_and_speed():
     s = cpu_kernels.summary()
-    assert set(s["flags"]) == set(cpu_kernels.FLAGS) & _proc_flags()
+    assert set(s["flags"]) == set(cpu_features.FLAGS) & _proc_flags()
     assert set(s["kernels"]) == {"onednn_fp32_linear", "onednn_bf16_linear", "bf16_sdpa"}
     for name in ("bf16", "fp16"):
         speed = s[f"{name}_matmul_speedup"]
         assert speed is None or speed > 0
         assert s[f"{name}_native"] == (speed is not None and speed > cpu_kernels.NATIVE_SPEEDUP)
-    assert cpu_kernels.cpu_info().describe().startswith(s["cpu"])
+    assert cpu_features.cpu_info().describe().startswith(s["cpu"])
     assert s["onednn_cap"] == os.environ.get("ONEDNN_MAX_CPU_ISA")
     assert s["mkl_cap"] == os.environ.get("MKL_ENABLE_INSTRUCTIONS")
 
@@ -72,7 +73,8 @@ def test_resolve_precision_where_bf16_is_not_native(monkeypatch, caplog):
         assert cpu_kernels.resolve_precision("fp16", "cpu") == "fp32"
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 2  # one per precision, not one per call
-    assert "bf16 is not native on this CPU" in msgs[0] and "AVX512-BF16" in msgs[0]
+    assert "bf16 is not native on this CPU" in msgs[0]
+    assert cpu_features.missing_support("bf16", cpu_features.cpu_info()) in msgs[0]  # what this CPU lacks
     assert "than fp32" in msgs[0] or "failed" in msgs[0]  # the measured slowdown is named
     assert "train.force_precision=true" in msgs[0]
     caplog.clear()
@@ -87,17 +89,22 @@ def test_resolve_precision_where_bf16_is_not_native(monkeypatch, caplog):
         cpu_kernels.resolve_precision("fp8", "cpu")
 
 
-@pytest.mark.parametrize("flags, cap, expect", [
-    ((), None, "no AVX512-BF16 / AMX-BF16"),
-    (("avx2", "avx512f", "avx512_bf16", "amx_bf16"), "AVX2",
+@pytest.mark.parametrize("flags, cap, extra, expect", [
+    ((), None, {}, "no AVX512-BF16 / AMX-BF16"),
+    (("avx2", "avx512f", "avx512_bf16", "amx_bf16"), "AVX2", {},
      "the CPU has AVX512-BF16 / AMX-BF16, but oneDNN is capped at AVX2"),
-    (("avx2", "avx512f", "avx512_bf16"), None, "the CPU has AVX512-BF16, but its bf16 GEMM does not beat fp32"),
-])
-def test_the_bf16_warning_names_what_is_missing(flags, cap, expect, monkeypatch, caplog):
+    (("avx2", "avx512f", "avx512_bf16"), None, {}, "the CPU has AVX512-BF16, but its bf16 GEMM does not beat fp32"),
+    (("asimd", "sve"), None, {"arm": True}, "no Arm BF16 instructions"),
+    (("asimd", "sve", "bf16"), None, {"arm": True}, "the CPU has Arm BF16, but its bf16 GEMM does not beat fp32"),
+    ((), None, {"flags_known": False}, "its bf16 GEMM does not beat fp32 (the CPU's features could not be read)"),
+], ids=["avx2-only", "capped-xeon", "zen4-like", "arm-without-bf16", "arm-with-bf16", "flags-unknown"])
+def test_the_bf16_warning_names_what_is_missing(flags, cap, extra, expect, monkeypatch, caplog):
     """The warning states what the flags and the cap say, not a guess: a Zen 4-like CPU whose bf16 GEMM
-    loses to fp32 has bf16 instructions; a capped Xeon has them too, behind the cap."""
+    loses to fp32 has bf16 instructions; a capped Xeon has them too, behind the cap; where the OS did not
+    say (no /proc/cpuinfo, no sysctl), nothing is claimed absent."""
     monkeypatch.setattr(cpu_kernels, "native", lambda dt: dt == torch.float32)
-    monkeypatch.setattr(cpu_kernels, "cpu_info", lambda: cpu_kernels.CPUInfo("Test CPU", flags, "AVX2", cap))
+    info = cpu_features.CPUInfo("Test CPU", flags, "AVX2", cap, **extra)
+    monkeypatch.setattr(cpu_kernels, "cpu_info", lambda: info)
     for speedup, cls in ((0.5, "no gain over fp32"), (0.2, "2-10x slower"), (0.02, "more than 10x slower: emulated")):
         monkeypatch.setattr(cpu_kernels, "low_precision_speedup", lambda dt, _s=speedup: _s)
         monkeypatch.setattr(cpu_kernels, "_WARNED", set())

@@ -76,7 +76,7 @@ if str(ROOT) not in sys.path:  # runnable as `python tools/benchmark.py` from a 
 
 import hiera_video  # noqa: E402
 from hiera_video.fileio import atomic_write_text  # noqa: E402
-from hiera_video.models import cpu_kernels, fast, fast_train, get_config  # noqa: E402
+from hiera_video.models import cpu_features, cpu_kernels, fast, fast_train, get_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
 from benchmark_measure import (  # noqa: E402
@@ -454,8 +454,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     peaks = measure_peaks()
     info["peak_size"] = str(args.peak_size)
     info["peak_detail"] = detail()
-    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-            if os.environ.get(k)]
+    caps = [f"{k}={os.environ[k]}" for k in cpu_features.CAP_VARIABLES if os.environ.get(k)]
     argv_full = [*caps, "python", "tools/benchmark.py"] + _without_json(sys.argv[1:] if argv is None else list(argv))
     print(markdown_header(peaks, info, argv_full), flush=True)
 

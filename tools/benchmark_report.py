@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 from hiera_video.fileio import atomic_write_text
-from hiera_video.models import cpu_kernels
+from hiera_video.models import cpu_features, cpu_kernels
 
 __all__ = ["machine_info", "markdown", "markdown_config", "markdown_header", "write_section"]
 
 def machine_info(device: torch.device) -> dict[str, str]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-    cpu = cpu_kernels.cpu_info()
+    cpu = cpu_features.cpu_info()
     info["cpu"] = f"{cpu.describe()}, {os.cpu_count()} logical CPUs"
     probe = cpu_kernels.summary()
     kern = "; ".join(f"{k} {v if v == 'ok' else 'refused (' + v + ')'}" for k, v in probe["kernels"].items())

@@ -27,8 +27,8 @@ unavailable with the reason, and callers take the regular PyTorch path. Nothing 
   0.5-0.6x; `hiera_base_224` b2 forward 216 vs 170 ms) are not native either: bf16 would only be slower.
 * `resolve_precision(requested, device, force)`: the precision a run should actually use (below).
 * `choose(key, regular, candidate, margin)`: a per-shape kernel choice, measured once (below).
-* `cpu_info()` / `summary()`: the CPU model and the flags that matter (avx2, avx512f, avx512_bf16,
-  amx_bf16, from ``/proc/cpuinfo``) plus the probe's answers, for logs and benchmark reports.
+* `summary()`: the CPU model and the features that matter (`cpu_features.cpu_info`: x86's avx2, avx512f,
+  avx512_bf16, amx_bf16; Arm's asimd, sve, sve2, bf16) plus the probe's answers, for logs and reports.
 
 **Precision rule** (`resolve_precision`): on CUDA the request is used as is. On CPU, ``fp32`` / ``none``
 run fp32; ``bf16`` / ``fp16`` run in that precision when it is native here (measured, see above) and the
@@ -72,21 +72,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
+from .cpu_features import cpu_info, missing_support
+
 __all__ = [
     "NATIVE_SPEEDUP",
-    "CPUInfo",
     "cached_choice",
     "choose",
     "choices",
     "clear_choices",
-    "cpu_info",
     "export_choices",
     "fingerprint",
     "force_requested",
@@ -108,46 +107,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 NATIVE_SPEEDUP = 1.0  # low-precision matmul must beat fp32 by this factor to count as native
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class CPUInfo:
-    model_name: str
-    flags: tuple[str, ...]  # those of `FLAGS` the CPU reports
-    aten_isa: str  # the vector ISA PyTorch's own kernels use (ATEN_CPU_CAPABILITY caps it)
-    onednn_cap: str | None  # ONEDNN_MAX_CPU_ISA, when set
-    mkl_cap: str | None = None  # MKL_ENABLE_INSTRUCTIONS: MKL's GEMMs (the regular path's) ignore the caps above
-
-    def describe(self) -> str:
-        have = ", ".join(f.upper().replace("_", "-") for f in self.flags) or "none of AVX2/AVX-512/AMX"
-        cap = f"; oneDNN capped at {self.onednn_cap}" if self.onednn_cap else ""
-        cap += f"; MKL capped at {self.mkl_cap}" if self.mkl_cap else ""
-        return f"{self.model_name} ({have}; PyTorch kernels {self.aten_isa}{cap})"
-
-
-@functools.cache
-def cpu_info() -> CPUInfo:
-    """The CPU model name and which of avx2 / avx512f / avx512_bf16 / amx_bf16 it reports (Linux)."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            key = key.strip()
-            if key == "model name" and name == "unknown CPU":
-                name = val.strip()
-            elif key == "flags" and not flags:
-                flags = set(val.split())
-    except OSError:
-        pass
-    try:
-        isa = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001 - older builds
-        isa = "unknown"
-    return CPUInfo(name, tuple(f for f in FLAGS if f in flags), isa, os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                   os.environ.get("MKL_ENABLE_INSTRUCTIONS"))
 
 
 def _has_onednn_ops() -> str | None:
@@ -276,16 +237,6 @@ def _slowness(dtype: torch.dtype) -> str:
     return f"a {dtype_name(dtype)} matmul measured {slow:.0f}x slower than fp32 here ({cls})"
 
 
-def _missing(req: str, info: CPUInfo) -> str:
-    """Why ``req`` lacks hardware support, from the CPU's flags and the oneDNN cap."""
-    units = ("avx512_bf16", "amx_bf16") if req == "bf16" else ()  # (FLAGS has no fp16 instructions)
-    have = [f.upper().replace("_", "-") for f in units if f in info.flags]
-    if not have:
-        return "no AVX512-BF16 / AMX-BF16" if req == "bf16" else "no AMX-FP16 / AVX512-FP16"
-    why = f"oneDNN is capped at {info.onednn_cap}" if info.onednn_cap else f"its {req} GEMM does not beat fp32"
-    return f"the CPU has {' / '.join(have)}, but {why}"
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
@@ -322,7 +273,7 @@ def resolve_precision(requested: str, device: torch.device | str, force: bool = 
         return req
     force = force or force_requested()
     info = cpu_info()
-    why = f"{req} is not native on this CPU, {info.describe()}: {_missing(req, info)}; {_slowness(dtype)}"
+    why = f"{req} is not native on this CPU, {info.describe()}: {missing_support(req, info)}; {_slowness(dtype)}"
     if force:
         _warn_once((req, True), f"{why}. Running {req} anyway because it was forced; expect a much slower run.")
         return req
