@@ -134,6 +134,27 @@ def test_prepare_verifies_reencodes_and_writes_the_list(tmp_path: Path) -> None:
     assert [r.path for r in verified.records] == [r.path for r in records[:2]]
 
 
+def test_prepare_bar_updates_rarely_into_a_log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare > log``: the bar's updates are appended to the file, so there it uses the package's rare
+    updates (`hiera_video.progress_bars`), not tqdm's 10 a second: first and final state only."""
+    splits = make_motion_dataset(tmp_path / "src", num_videos_per_class=2, splits=("train",), num_frames=8)
+    records = read_list_file(splits.paths["train"]) * 6  # 48 checks
+    slow = prepare_dataset.__globals__["_check_one"]
+
+    def check(task):
+        time.sleep(0.01)  # a live bar would print ~5 updates over these 0.5 s
+        return slow(task)
+
+    monkeypatch.setattr("hiera_video.data.prepare._check_one", check)
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    with open(tmp_path / "log.txt", "w") as f, monkeypatch.context() as mp:
+        mp.setattr(sys, "stderr", f)
+        result = prepare_dataset(records, tmp_path / "list.txt", workers=0, progress=True)
+    assert len(result.records) == 48
+    raw = (tmp_path / "log.txt").read_bytes()
+    assert b"48/48" in raw and raw.count(b"\r") <= 3, raw[:500]
+
+
 def test_reencode_never_upscales_by_default(tmp_path: Path) -> None:
     splits = make_motion_dataset(tmp_path, num_videos_per_class=1, splits=("train",), num_frames=8)
     source = read_list_file(splits.paths["train"])[0].path

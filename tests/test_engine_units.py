@@ -176,6 +176,7 @@ def test_progress_bars_update_rarely_into_a_log_file(monkeypatch, tmp_path):
     appended, so there the engines' bars update every LOG_BAR_INTERVAL_S; tqdm's own setting wins."""
     import io
 
+    from hiera_video import progress_bars
     from hiera_video.engine import logging as run_logging
 
     class Terminal(io.StringIO):
@@ -183,11 +184,11 @@ def test_progress_bars_update_rarely_into_a_log_file(monkeypatch, tmp_path):
             return True
 
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
-    assert "mininterval" not in run_logging.bar_options(Terminal())
+    assert "mininterval" not in progress_bars.bar_options(Terminal())
     log = io.StringIO()
-    assert run_logging.bar_options(log)["mininterval"] == run_logging.LOG_BAR_INTERVAL_S
+    assert progress_bars.bar_options(log)["mininterval"] == progress_bars.LOG_BAR_INTERVAL_S
     monkeypatch.setenv("TQDM_MININTERVAL", "5")
-    assert "mininterval" not in run_logging.bar_options(log)
+    assert "mininterval" not in progress_bars.bar_options(log)
 
     # End to end into a file: 0.6 s of batches (a live bar would append ~6 updates) leave the first and the
     # final state only.

@@ -278,6 +278,8 @@ def prepare_dataset(
     """
     from tqdm import tqdm
 
+    from hiera_video.progress_bars import bar_options
+
     output_list = Path(output_list)
     settings = settings or EncodeSettings()
     records = list(records)
@@ -295,7 +297,7 @@ def prepare_dataset(
         for r in records
     ]
     workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=len(tasks), desc="prepare", unit="video", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), desc="prepare", unit="video", disable=not progress, **bar_options())
     results: dict[int, VideoCheck] = {}
     if workers <= 1:
         for position, task in enumerate(tasks):

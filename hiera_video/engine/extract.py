@@ -563,7 +563,7 @@ def _format_summary(s: dict[str, Any], out: Path) -> str:
 def _progress(total: int, enabled: bool, skipped: int) -> Any:
     from tqdm.auto import tqdm
 
-    from hiera_video.engine.logging import bar_options
+    from hiera_video.progress_bars import bar_options
 
     return tqdm(total=total, unit="video", desc=f"extract ({skipped} already done)" if skipped else "extract",
                 disable=not enabled, **bar_options())

@@ -2,7 +2,7 @@
 
 * :func:`progress` wraps an iterable in a tqdm bar counting *clips* (or images), so the bar shows
   throughput in clips/s and an ETA. Disabled on non-main ranks and when ``enabled=False``. Where stderr is
-  not a terminal (``> log``, nohup, SLURM, CI), see `bar_options`.
+  not a terminal (``> log``, nohup, SLURM, CI), see `hiera_video.progress_bars`.
 * :class:`MetricLogger` appends one JSON object per record to ``<run>/metrics.jsonl`` (easy to load with
   pandas or ``json``), mirrors scalars to TensorBoard when it is installed, and draws
   ``<run>/curves.png`` (training loss and lr per step, validation metrics per epoch) with matplotlib's
@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hiera_video.fileio import atomic_write, atomic_write_text
+from hiera_video.progress_bars import bar_options
 
-__all__ = ["MetricLogger", "bar_options", "get_logger", "plot_curves", "progress", "read_metrics"]
-
-LOG_BAR_INTERVAL_S = 30.0  # seconds between progress updates written to a file (not a terminal)
+__all__ = ["MetricLogger", "get_logger", "plot_curves", "progress", "read_metrics"]
 
 T = TypeVar("T")
 
@@ -45,19 +44,6 @@ def get_logger(is_main: bool = True) -> logging.Logger:
         logger.propagate = False  # the root has no handler: propagating would only reach the last resort
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     return logger
-
-
-def bar_options(stream: Any = None) -> dict[str, Any]:
-    """tqdm settings for the engines' bars on ``stream`` (default stderr): on a terminal, a live bar; into a
-    file or pipe, one update every `LOG_BAR_INTERVAL_S` instead of every 0.1 s, because each update is
-    appended there (a day of training would write ~860k of them). tqdm's own ``TQDM_MININTERVAL``, when
-    set, wins."""
-    stream = sys.stderr if stream is None else stream
-    opts: dict[str, Any] = {"dynamic_ncols": True, "smoothing": 0.1, "file": stream}
-    isatty = getattr(stream, "isatty", None)
-    if "TQDM_MININTERVAL" not in os.environ and not (callable(isatty) and isatty()):
-        opts["mininterval"] = LOG_BAR_INTERVAL_S
-    return opts
 
 
 class _Bar:
