@@ -56,6 +56,26 @@ def test_motion_task_is_learned_from_time_not_from_a_frame(motion_run, motion_ro
     assert frozen["metrics"]["loss"] > motion_run["metrics"]["loss"] + 0.3
 
 
+def test_deterministic_runs_ignore_the_per_process_kernel_choices(motion_root, tmp_path, monkeypatch):
+    """``train.deterministic``: two runs give the same weights bit for bit even where the CPU fast path
+    would pick other kernels in each process (simulated: oneDNN everywhere in one run, MKL in the other);
+    without it those two runs differ. The global switches are restored after the run."""
+    from hiera_video.models import cpu_kernels, fast
+
+    def run(name: str, onednn: bool, deterministic: bool) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(fast, "FORCE_ONEDNN", onednn)
+        cfg = motion_config(motion_root, tmp_path, name, "train.epochs=1", "train.max_steps=3",
+                            f"train.deterministic={str(deterministic).lower()}")
+        return {k: v.clone() for k, v in train(cfg)["model"].state_dict().items()}
+
+    a, b = run("a", True, True), run("b", False, True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert fast.is_enabled() and not torch.are_deterministic_algorithms_enabled()
+    if cpu_kernels.kernel_ok("onednn_fp32_linear"):  # the two kernels exist (else nothing could differ)
+        c, d = run("c", True, False), run("d", False, False)
+        assert not all(torch.equal(c[k], d[k]) for k in c)
+
+
 def test_run_folder_holds_every_output(motion_run, motion_root):
     run = Path(motion_run["run_dir"])
     for name in ("config.yaml", "metrics.jsonl", "curves.png", "eval_metrics.json", "eval_confusion.png",

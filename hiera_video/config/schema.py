@@ -175,6 +175,9 @@ class TrainConfig:
     # fp16 on a CPU run only where native there (else fp32 after one warning, see README "Precision").
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     force_precision: bool = False  # CPU: run bf16 / fp16 even where it is not native (much slower)
+    # The same run twice (same config, seed, machine) gives the same weights: the CPU fast paths, whose kernels
+    # are chosen by timing in each process, are off, and PyTorch's deterministic algorithms on (README).
+    deterministic: bool = False
     compile: bool = False
     ema: bool = False
     ema_decay: float = 0.9999
@@ -319,6 +322,7 @@ def demo_config() -> Config:
         train=TrainConfig(
             epochs=20,  # the direction task is learned in ~3; order-of-events tasks need ~20
             precision="fp32",
+            deterministic=True,  # the same accuracy every run; the fast paths gain nothing at this size
             device="cpu",
             log_every_steps=5,
             ckpt_every_steps=0,

@@ -16,10 +16,11 @@ optimizer step N and resumed therefore performs the same steps N+1, N+2, ... as 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,11 +44,11 @@ from hiera_video.engine.logging import MetricLogger, get_logger, plot_curves, pr
 from hiera_video.engine.optim import CosineWarmupSchedule, build_optimizer
 from hiera_video.engine.sampler import ResumableSampler
 from hiera_video.fileio import remove_stale_temps
-from hiera_video.models import cpu_kernels, fast_train
+from hiera_video.models import cpu_kernels, fast, fast_train
 from hiera_video.models.cpu_kernels import resolve_precision
 
-__all__ = ["FitResult", "LoopState", "Task", "TrainingDiverged", "TrainingInterrupted", "autocast_context", "fit",
-           "make_loader"]
+__all__ = ["FitResult", "LoopState", "Task", "TrainingDiverged", "TrainingInterrupted", "autocast_context",
+           "deterministic_run", "fit", "honours_deterministic", "make_loader"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -141,6 +142,44 @@ def autocast_context(device: torch.device, precision: str, force: bool = False
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def deterministic_run(enabled: bool) -> Iterator[None]:
+    """``train.deterministic``: inside, a run repeated with the same config and seed on the same machine
+    computes the same weights, bit for bit.
+
+    Why it is needed: the CPU fast paths pick each layer's kernel (oneDNN or MKL, chunked or not) by timing
+    both once per process (`cpu_kernels.choose`), and the two agree only to rounding, so two runs of the
+    same job could train apart (the demo reached 98.4% and 97.7% top-1 on the same files). Here the fast
+    paths are off (`fast.disabled`: PyTorch's regular kernels; the training step measured 0-7% slower on
+    the CPUs of BENCHMARKS.md) and ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on (on a
+    GPU it also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment, and warns where an op has no
+    deterministic kernel). Data order and augmentation are already pure functions of the seed. Both
+    switches are restored on exit. ``enabled=False``: nothing changes.
+    """
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with fast.disabled():
+            yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def honours_deterministic(job: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a job whose first argument is its `Config` (`train`, `pretrain`): the whole job, final
+    evaluation included, runs inside `deterministic_run` when ``cfg.train.deterministic``."""
+
+    @functools.wraps(job)
+    def run(cfg: Config, *args: Any, **kwargs: Any) -> Any:
+        with deterministic_run(cfg.train.deterministic):
+            return job(cfg, *args, **kwargs)
+
+    return run
 
 
 def _worker_init(worker_id: int) -> None:

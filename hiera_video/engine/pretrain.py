@@ -31,7 +31,7 @@ from hiera_video.engine import build
 from hiera_video.engine.checkpoint import resolve_resume
 from hiera_video.engine.distributed import DistInfo, barrier
 from hiera_video.engine.logging import get_logger
-from hiera_video.engine.loop import LoopState, autocast_context, fit
+from hiera_video.engine.loop import LoopState, autocast_context, fit, honours_deterministic
 from hiera_video.engine.train import seed_everything, setup_run
 
 __all__ = ["MAETask", "pretrain"]
@@ -110,6 +110,7 @@ class MAETask:
         return metrics
 
 
+@honours_deterministic
 def pretrain(cfg: Config, resume: str | None = None, on_step: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """MAE-pretrain ``cfg.model.name`` (an ``mae_*`` model) on the training split.
 

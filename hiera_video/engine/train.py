@@ -42,7 +42,7 @@ from hiera_video.engine.distributed import (
 )
 from hiera_video.engine.evaluate import EvalResult, evaluate, write_predictions, write_report
 from hiera_video.engine.logging import get_logger
-from hiera_video.engine.loop import LoopState, autocast_context, fit
+from hiera_video.engine.loop import LoopState, autocast_context, fit, honours_deterministic
 from hiera_video.engine.pipeline import load_model
 
 __all__ = ["SupervisedTask", "check_run_folder", "seed_everything", "setup_run", "single_frame", "train"]
@@ -241,6 +241,7 @@ def build_mixup(cfg: Config, num_classes: int) -> SeededMixup | None:
     return SeededMixup(cfg, num_classes)
 
 
+@honours_deterministic
 def train(
     cfg: Config,
     resume: str | None = None,
