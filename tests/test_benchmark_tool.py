@@ -89,6 +89,29 @@ def test_tiny_run_structure(bench, tmp_path):
     assert ("skipped: bf16 is not native" in text) == (not BF16_NATIVE)
 
 
+def test_isolate_times_each_implementation_in_its_own_processes(bench, tmp_path):
+    """``--isolate``: every round runs every variant in a new process (all pids differ); the rows hold one
+    time per round, paired per round; FLOPs, the output check and the table still come from the parent."""
+    pytest.importorskip("hiera")
+    argv = ["--model", "hiera_tiny_224", "--batch-size", "2", "--override", *TINY, "--precision", "fp32",
+            "--mode", "infer", "train", "--refs", "original", "--no-ablate", "--reps", "2", "--warmup", "1",
+            "--isolate", "2", "--no-memory", "--peak-size", "128", "--peak-reps", "1", "--threads", "1"]
+    results = bench.main(argv)
+    assert {r["config"]["mode"] for r in results} == {"infer", "train"}
+    for res in results:
+        pids = res["isolated"]["pids"]
+        assert set(pids) == {r["label"] for r in res["rows"]} and all(len(p) == 2 for p in pids.values())
+        every = [p for ps in pids.values() for p in ps]
+        assert len(set(every)) == len(every) and os.getpid() not in every
+        assert res["flops"] > 0
+        for r in res["rows"]:
+            assert r["status"] == "ok", r
+            assert len(r["times_s"]) == 2 and r["median_s"] > 0 and r["speedup_of_ours"] > 0
+            if res["config"]["mode"] == "infer":
+                assert r["max_rel_diff"] < 1e-4, r
+    assert "rounds, each implementation in its own fresh process" in bench.markdown_config(results[0])
+
+
 def test_what_cannot_run_becomes_a_row_and_rows_are_kept(bench, tmp_path, monkeypatch, capsys):
     """A reference whose step raises and a refused peak kernel are reported, not fatal; the JSON holds every
     finished configuration even when the run dies later; peaks only for the precisions asked."""

@@ -79,6 +79,7 @@ from hiera_video.fileio import atomic_write_text  # noqa: E402
 from hiera_video.models import cpu_features, cpu_kernels, fast, fast_train, get_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling report module, however this is loaded
+from benchmark_isolate import child_report, time_isolated  # noqa: E402
 from benchmark_measure import (  # noqa: E402
     Variant,
     count_flops,
@@ -207,7 +208,9 @@ def _run_config(
     torch.manual_seed(args.seed)
     ours = hiera_video.create_model(cfg.model, drop_path_rate=0.0, **cfg.overrides).to(device)
     mcfg = ours.config
-    refs_wanted, skipped = available_refs(args.refs, mcfg.is_video)
+    only_impl = args.only.split(" (")[0] if args.only else None  # an --isolate child: that one variant
+    refs_wanted, skipped = available_refs(
+        args.refs if only_impl is None else [r for r in args.refs if r == only_impl], mcfg.is_video)
     refs = {}
     for r in refs_wanted:
         try:
@@ -219,20 +222,30 @@ def _run_config(
     result["input_shape"] = list(x.shape)
     labels = torch.randint(0, max(mcfg.num_classes, 1), (cfg.batch_size,), device=device)
     train = cfg.mode == "train"
-    flops = count_flops(ours, x, train)
+    flops = 0.0 if args.only else count_flops(ours, x, train)  # (a child's times are all the parent needs)
     result["flops"] = flops
 
     # Reference logits: our model, fp32, regular path, eval mode.
     ours.eval()
-    with torch.inference_mode(), fast.disabled():
-        ref_logits = ours(x).float()
+    ref_logits = None
+    if not args.only:
+        with torch.inference_mode(), fast.disabled():
+            ref_logits = ours(x).float()
 
     variants = build_variants(cfg, ours, refs, x, args)
+    if args.only:
+        variants = [v for v in variants if v.label == args.only]
     for v in variants:
         v.model.train(train)
         v.step = make_train_step(v, labels) if train else make_infer_step(v)
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
-    time_interleaved(variants, args.reps, args.warmup, device, clock)
+    if args.isolate and not args.only:
+        result["isolated"] = {"rounds": args.isolate, "steps_per_process": args.reps,
+                              "pids": time_isolated(variants, cfg, args.isolate, args.argv)}
+        if not train:  # one call here for the output check (the timing ran elsewhere)
+            time_interleaved([v for v in variants if v.error is None], 0, 1, device, clock)
+    else:
+        time_interleaved(variants, args.reps, args.warmup, device, clock)
     ran = [v for v in variants if v.error is None and v.times]
     if args.memory:
         for v in ran:
@@ -269,7 +282,7 @@ def _run_config(
             "mem_bytes": v.mem_bytes,
             "compile_s": v.compile_s,
         }
-        if not train and v.out is not None:
+        if not train and v.out is not None and ref_logits is not None:
             o = v.out.float()
             row["max_abs_diff"] = float((o - ref_logits).abs().max())
             # Relative to the logit range: the original's head init (x0.001) makes raw logits tiny.
@@ -386,6 +399,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(all work then runs on the calling thread)",
     )
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument(
+        "--isolate",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time every implementation in its own fresh process, ROUNDS rounds of --reps steps each "
+        "(tools/benchmark_isolate.py: sharing one process changes the other models' times)",
+    )
+    p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # an --isolate child: time one variant
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--peak-size", type=int, default=2048)
@@ -406,6 +428,7 @@ def default_batch(model: str, overrides: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what an --isolate child is started with
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -423,6 +446,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     bs = args.batch_size or [None]
     if len(bs) not in (1, len(args.model)):
         raise SystemExit("--batch-size takes one value or one per --model")
+    if args.only:  # an --isolate child: one variant of one configuration, one JSON line, nothing written
+        cfg = Config(args.model[0], bs[0] or default_batch(args.model[0], overrides), args.precision[0],
+                     args.mode[0], args.compile, overrides, args.freezing and args.compile != "off")
+        result = run_config(cfg, args, {}, device)
+        print(child_report(args.only, result["rows"]), flush=True)
+        return [result]
     info = machine_info(device)
 
     clock = time.thread_time if args.clock == "thread" else time.perf_counter

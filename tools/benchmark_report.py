@@ -93,7 +93,11 @@ def markdown_config(res: dict[str, Any]) -> str:
     ok = [r for r in res["rows"] if r.get("status", "ok") == "ok"]
     shape = f"; input {tuple(res['input_shape'])}" if res.get("input_shape") else ""
     flops = f"; {_num(res['flops'] / 1e9)} GFLOP per step" if res.get("flops") else ""
-    reps = f"; {len(ok[0]['times_s'])} interleaved repetitions" if ok else ""
+    iso = res.get("isolated")
+    reps = "" if not ok else (
+        f"; {len(ok[0]['times_s'])} rounds, each implementation in its own fresh process "
+        f"({iso['steps_per_process']} timed steps each, median)" if iso else
+        f"; {len(ok[0]['times_s'])} interleaved repetitions")
     lines.append(
         f"**{c['model']}**, batch {c['batch_size']}, {c['precision']}, {what}{comp}{ov}{shape}{flops}{reps}."
     )
