@@ -242,8 +242,9 @@ def _run_config(
     if args.isolate and not args.only:
         result["isolated"] = {"rounds": args.isolate, "steps_per_process": args.reps,
                               "pids": time_isolated(variants, cfg, args.isolate, args.argv)}
-        if not train:  # one call here for the output check (the timing ran elsewhere)
-            time_interleaved([v for v in variants if v.error is None], 0, 1, device, clock)
+        # Warmed up here too (no timed steps): the memory measurement and the output check below need a
+        # warm step (optimizer state allocated, kernels chosen), as without --isolate.
+        time_interleaved([v for v in variants if v.error is None], 0, args.warmup, device, clock)
     else:
         time_interleaved(variants, args.reps, args.warmup, device, clock)
     ran = [v for v in variants if v.error is None and v.times]

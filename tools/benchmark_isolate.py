@@ -11,7 +11,8 @@ machine hit all alike) runs in a new ``python tools/benchmark.py ... --only LABE
 builds only the model it needs, warms up (``--warmup``), times ``--reps`` steps and prints their times as one
 JSON line. A variant's "repetition" is then one round: the median of its steps in that round's process.
 The speed-up is paired per round, as it is per repetition without ``--isolate``. FLOPs, the output check
-and peak memory are still measured in the parent process, on the variants it builds but does not time.
+and peak memory are still measured in the parent process, on the variants it builds and warms up
+(``--warmup`` steps each: optimizer state allocated and kernels chosen, as in a timed run) but does not time.
 """
 
 from __future__ import annotations
