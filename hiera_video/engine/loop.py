@@ -152,8 +152,9 @@ def deterministic_run(enabled: bool) -> Iterator[None]:
     Why it is needed: the CPU fast paths pick each layer's kernel (oneDNN or MKL, chunked or not) by timing
     both once per process (`cpu_kernels.choose`), and the two agree only to rounding, so two runs of the
     same job could train apart (the demo reached 98.4% and 97.7% top-1 on the same files). Here the fast
-    paths are off (`fast.disabled`: PyTorch's regular kernels; the training step measured 0-7% slower on
-    the CPUs of BENCHMARKS.md) and ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on (on a
+    paths are off (`fast.disabled`: PyTorch's regular kernels; what that costs is the fast paths' gain, a few
+    percent of a training step at most and 1.1-1.2x for the evaluation's forwards, BENCHMARKS.md) and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on (on a
     GPU it also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment, and warns where an op has no
     deterministic kernel). Data order and augmentation are already pure functions of the seed. Both
     switches are restored on exit. ``enabled=False``: nothing changes.
