@@ -421,6 +421,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def make_config(args: argparse.Namespace, model: str, batch: int | None, mode: str, prec: str) -> Config:
+    """One configuration of the run (a ``None`` batch: `default_batch`); Inductor freezing applies to
+    compiled inference only."""
+    overrides = dict(args.override)
+    batch = default_batch(model, overrides) if batch is None else batch
+    freezing = args.freezing and args.compile != "off" and mode == "infer"
+    return Config(model, batch, prec, mode, args.compile, overrides, freezing)
+
+
 def default_batch(model: str, overrides: dict[str, Any]) -> int:
     """The batch size a run uses when ``--batch-size`` is not given: 1 for video models, 8 for images (the
     issue-14 goals' sizes)."""
@@ -443,13 +452,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "note: most CPUs have no fp16 GEMM kernels; fp16 on CPU can be orders of magnitude slower",
             file=sys.stderr,
         )
-    overrides = dict(args.override)
     bs = args.batch_size or [None]
     if len(bs) not in (1, len(args.model)):
         raise SystemExit("--batch-size takes one value or one per --model")
     if args.only:  # an --isolate child: one variant of one configuration, one JSON line, nothing written
-        cfg = Config(args.model[0], bs[0] or default_batch(args.model[0], overrides), args.precision[0],
-                     args.mode[0], args.compile, overrides, args.freezing and args.compile != "off")
+        cfg = make_config(args, args.model[0], bs[0], args.mode[0], args.precision[0])
         result = run_config(cfg, args, {}, device)
         print(child_report(args.only, result["rows"]), flush=True)
         return [result]
@@ -498,12 +505,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     for i, model in enumerate(args.model):
         b = bs[i] if len(bs) > 1 else bs[0]
-        if b is None:
-            b = default_batch(model, overrides)
         for mode in args.mode:
             for prec in args.precision:
-                frz = args.freezing and args.compile != "off" and mode == "infer"
-                cfg = Config(model, b, prec, mode, args.compile, overrides, frz)
+                cfg = make_config(args, model, b, mode, prec)
                 print(f"running {cfg}", file=sys.stderr, flush=True)
                 results.append(run_config(cfg, args, peaks, device))
                 print(markdown_config(results[-1]), flush=True)

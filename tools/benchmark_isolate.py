@@ -42,13 +42,10 @@ def child_report(label: str, rows: list[dict[str, Any]]) -> str:
 
 
 def _child_argv(argv: list[str], cfg: Any, label: str) -> list[str]:
-    """The parent's arguments with this configuration's single values appended (argparse keeps the last),
-    and ``--only``: the child times that one variant and writes nothing."""
-    out = [sys.executable, str(_SCRIPT), *argv, "--model", cfg.model, "--batch-size", str(cfg.batch_size),
-           "--mode", cfg.mode, "--precision", cfg.precision, "--no-memory", "--only", label]
-    if cfg.overrides:
-        out += ["--override", *(f"{k}={json.dumps(v)}" for k, v in cfg.overrides.items())]
-    return out
+    """The parent's arguments (its ``--override`` included) with this configuration's single values appended
+    (argparse keeps the last), and ``--only``: the child times that one variant and writes nothing."""
+    return [sys.executable, str(_SCRIPT), *argv, "--model", cfg.model, "--batch-size", str(cfg.batch_size),
+            "--mode", cfg.mode, "--precision", cfg.precision, "--no-memory", "--only", label]
 
 
 def _run_child(argv: list[str]) -> tuple[int | None, list[float], str | None]:

@@ -27,11 +27,12 @@ class _MaxOverDim(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, d: int):
-        m = x.amax(dim=d)
         S = x.shape[d]
-        if S > 255 or bool(torch.isnan(m).any()):  # uint8 index; NaN: see the docstring
-            m, idx = x.max(dim=d)
-            return m, idx
+        if S > 255:  # more than a uint8 index holds
+            return tuple(x.max(dim=d))
+        m = x.amax(dim=d)
+        if bool(torch.isnan(m).any()):  # see the docstring
+            return tuple(x.max(dim=d))
         idx = (x.select(d, 0) != m).to(torch.uint8)  # 1 where the maximum is not at 0
         if S > 2:
             below = idx.clone()  # 1 where x_0 .. x_j are all below the maximum
