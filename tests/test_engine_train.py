@@ -148,7 +148,7 @@ def test_image_task_learns_with_a_2d_config(tmp_path, monkeypatch):
     import hiera_video.engine.loop as loop
     from hiera_video.models import fast_train
 
-    kept = []  # the training process keeps freed memory mapped on CPU (data/allocator.py), not only loaders
+    kept = []  # the training process keeps freed memory mapped on CPU (hiera_video/allocator.py), not only loaders
     monkeypatch.setattr(loop, "keep_freed_memory", lambda: kept.append(True) or True)
     pooled = []  # the CPU training path (models/fast_train.py) ran, and its pool is released after training
     take = fast_train.take

@@ -4,7 +4,6 @@ the interleaved timing loop (the method is in benchmark.py's docstring)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import math
 import time
@@ -16,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hiera_video.allocator import release_freed_memory
 from hiera_video.models import cpu_kernels, fast
 
 
@@ -196,9 +196,6 @@ def count_flops(model: nn.Module, x: torch.Tensor, train: bool) -> int:
     return int(counter.get_total_flops())
 
 
-_LIBC = None
-
-
 def _read_status(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -209,7 +206,6 @@ def _read_status(key: str) -> int:
 
 def peak_memory(step: Callable[[], Any], device: torch.device) -> int | None:
     """Peak memory growth of one call of ``step`` in bytes (see the module docstring), or None."""
-    global _LIBC
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -219,9 +215,8 @@ def peak_memory(step: Callable[[], Any], device: torch.device) -> int | None:
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
+        if not release_freed_memory():  # (no malloc_trim: the growth would not start from a trimmed heap)
+            return None
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         base = _read_status("VmRSS")

@@ -13,7 +13,7 @@ length with :class:`WindowedClipReader` / :class:`ClipStream` (feature extractio
 the models.
 """
 
-from hiera_video.data.allocator import keep_freed_memory
+from hiera_video.allocator import keep_freed_memory
 from hiera_video.data.annotations import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,

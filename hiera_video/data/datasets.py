@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from hiera_video.data.allocator import keep_freed_memory
+from hiera_video.allocator import keep_freed_memory
 from hiera_video.data.annotations import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,

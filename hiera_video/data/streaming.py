@@ -349,7 +349,7 @@ class ClipStream(IterableDataset):
         self.device = device
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from hiera_video.data.allocator import keep_freed_memory
+        from hiera_video.allocator import keep_freed_memory
 
         keep_freed_memory()  # per-window buffers are reused instead of page-faulted in every time
         info = get_worker_info()

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from hiera_video.allocator import keep_freed_memory, release_freed_memory
 from hiera_video.config import Config, ConfigError, config_to_dict
-from hiera_video.data.allocator import keep_freed_memory
 from hiera_video.engine.checkpoint import (
     CheckpointManager,
     GracefulInterrupt,
@@ -272,9 +272,8 @@ def fit(
     t_start = time.time()
     if device.type == "cpu":
         # A CPU training step frees its large activations after the backward; glibc hands them back to the
-        # kernel and the next step faults them in again (389-440 MB per hiera_base_224 batch-4 step on an
-        # Intel Xeon with AMX, 2 threads). Kept mapped, the step ran 4-7% faster (1290 -> 1235 and 1410 ->
-        # 1313 ms, fused AdamW). The datasets do the same in the processes that load data (data/allocator.py).
+        # kernel and the next step faults them in again (hiera_video/allocator.py). The models' fp32 training
+        # fast path applies this on its first forward too; here it also covers runs without that path.
         keep_freed_memory()
     if info.is_main:
         # A writer killed mid-write (kill -9, power loss) leaves its hidden temporary file behind; nothing else
@@ -496,6 +495,7 @@ def fit(
 
     metrics_log.close()
     fast_train.clear_pool()  # the CPU training path's activation buffers (tens to hundreds of MB) are done
+    release_freed_memory()  # ... and the steps' freed memory, kept mapped while training, goes back
     if info.is_main:
         plot_curves(metrics_log.path, run_dir / "curves.png")
     best_path = run_dir / "checkpoints" / "best.pt"

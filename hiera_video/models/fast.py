@@ -78,6 +78,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hiera_video.allocator import release_freed_memory
 from hiera_video.models import cpu_kernels
 
 __all__ = [
@@ -123,13 +124,16 @@ CLEAR_HOOKS: list = []  # more caches `clear_cache` empties (`fast_train` regist
 
 def clear_cache() -> None:
     """Drop every cached packed / cast weight (they are rebuilt on the next fast-path call), this thread's
-    scratch buffers and the caches in `CLEAR_HOOKS` (the training path's activation pool)."""
+    scratch buffers and the caches in `CLEAR_HOOKS` (the training path's activation pool), then hand the
+    heap's free pages back to the kernel (`hiera_video.allocator.release_freed_memory`: the training path keeps
+    freed memory mapped otherwise)."""
     _SCRATCH.__dict__.pop("bufs", None)
     for clear in CLEAR_HOOKS:
         clear()
     for _, entry in list(_CACHE.values()):
         entry.clear()
         entry["stamp"] = None
+    release_freed_memory()
 
 
 def set_enabled(flag: bool) -> None:
