@@ -12,7 +12,7 @@ GB/s for warm ones (Intel Xeon with AMX, 2 threads), so the faults cost:
   augmentation cost (``tools/bench_data.py``);
 * ~80,000 faults (~330 MB) per ``hiera_base_224`` batch-4 training step. The earlier setting (trim above
   256 MB) left all of them: a step frees more than that at once. Never trimming removes them: the step ran
-  4.3% faster (median of four pairs of fresh processes, 1299 -> 1243 ms, plain AdamW; BENCHMARKS.md).
+  4-8% faster (four pairs of fresh processes, medians 1342 -> 1247 ms, plain AdamW; BENCHMARKS.md).
 
 :func:`keep_freed_memory` serves blocks below ``threshold_bytes`` from the heap and turns heap trimming off,
 so freed blocks stay mapped and are reused. The process's resident memory then stays at its peak instead of

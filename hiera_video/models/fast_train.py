@@ -29,7 +29,7 @@ it before measuring a step's peak memory, so that the pool, which lives between 
 The rest of a step's memory (every other activation, the gradients, the temporaries) is freed after the
 backward too. So the first forward on this path also applies `hiera_video.allocator.keep_freed_memory` for
 the process (glibc: freed blocks stay mapped and are reused; ~80,000 page faults per ``hiera_base_224``
-batch-4 step removed, the step 4-6% faster in fresh processes; the pool keeps its use where that is off or
+batch-4 step removed, the step 4-8% faster in fresh processes; the pool keeps its use where that is off or
 absent: ``HIERA_VIDEO_KEEP_FREED_MEMORY=0``, macOS, musl).
 """
 
