@@ -19,8 +19,9 @@ once, in an order rotated by one position per repetition (A/B/C, B/C/A, ...), so
 hit all of them alike. Reported: median and minimum time over the repetitions, and the **speed-up of ours**
 = the median over repetitions of (reference time ÷ our time) paired within the same repetition.
 Our fp32 CPU training path keeps freed memory mapped for the rest of its process from its first forward on
-(`hiera_video.allocator`): in one process every timed step of every implementation runs with that setting
-(the warm-up steps come first); with ``--isolate`` only our processes have it, as for users.
+(`hiera_video.allocator`): in one process every step timed after our first training step (warm-up
+included) runs with that setting, whichever implementation it times; with ``--isolate`` only our processes
+have it, as for users.
 
 FLOPs are counted once per configuration on our model with `torch.utils.flop_counter.FlopCounterMode`
 (regular eager path; forward, or forward + backward for a training step; the optimizer is not counted) and
