@@ -28,9 +28,11 @@ def sample():  # per-sample buffers freed before the next sample; 48 MB is above
     temporary = np.ones(3 << 20, np.uint8)
     del views, temporary
 
-def step():  # a training step: ~400 MB of 16 MB activations, all freed after the backward (more at once
-    # than any finite trim threshold below it, so a trimming heap returns the top and faults it in again)
-    acts = [torch.ones(4 << 20) for _ in range(25)]
+def step():  # a training step: 384 MB of activations, all freed after the backward. More at once than the
+    # old 256 MB trim threshold, so a trimming heap returns the top and faults it in again; each block is
+    # above glibc's largest default mmap threshold (32 MB), so without the setting every step maps (and
+    # faults in) fresh pages whatever the heap's layout (16 MB blocks came from the heap or not, by luck)
+    acts = [torch.ones(12 << 20) for _ in range(8)]
     del acts
 
 applied = keep_freed_memory()
@@ -65,7 +67,7 @@ def test_keep_freed_memory_removes_per_sample_and_per_step_page_faults() -> None
     off_applied, sample_off, step_off, _, _ = _run(enabled=False)
     assert not off_applied and sample_off > 10000  # glibc's default: the 48 MB buffer is mapped afresh every sample
     assert sample_on < 0.25 * sample_off  # kept mapped and reused (0 to ~1/10 of the pages, by heap layout)
-    pages = 25 * (16 << 20) // 4096  # 102,400 pages per step
+    pages = 8 * (48 << 20) // 4096  # 98,304 pages per step
     assert step_off > 0.5 * pages  # trimmed (or unmapped) after every step, faulted in again
     assert step_on < 0.05 * pages  # never trimmed: reused
     assert after_release > 0.5 * pages  # release_freed_memory really returned them
