@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 __all__ = ["keep_freed_memory", "release_freed_memory"]
@@ -39,18 +40,16 @@ _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _NEVER = -1  # M_TRIM_THRESHOLD -1: "disables trimming completely" (mallopt(3))
 _APPLIED_PID: int | None = None
-_LIBC: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: no C library to call
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    global _LIBC
-    if _LIBC is False:
-        name = ctypes.util.find_library("c")
-        try:
-            _LIBC = ctypes.CDLL(name) if name else None
-        except OSError:
-            _LIBC = None
-    return _LIBC  # type: ignore[return-value]
+    """The C library (looked up once), or None where there is none to call."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
 
 
 def keep_freed_memory(threshold_bytes: int = 256 << 20) -> bool:
