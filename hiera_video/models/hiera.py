@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from . import fast, fast_train
+from . import cpu_attention, fast, fast_train
 from .config import HieraConfig, check_input_size, stage_indices
 from .layers import DropPath, LayerScale, Mlp, max_over, split_qkv
 from .loading import load_pretrained, read_checkpoint, resolve_model_config
@@ -106,7 +106,8 @@ class MaskUnitAttention(nn.Module):
 
     ``q_stride`` is the flattened pooling stride (2x2 -> 4) and ``window_size`` the flattened mask-unit size
     *after* pooling. Attention runs as a 4-D ``[B, windows * heads, L, head_dim]`` problem so that
-    `scaled_dot_product_attention` can use its fused kernels.
+    `scaled_dot_product_attention` can use its fused kernels (on the CPU, `cpu_attention` picks per shape
+    between that and the plain softmax form).
     """
 
     def __init__(self, dim: int, dim_out: int, heads: int, q_stride: int = 1, window_size: int = 0,
@@ -166,7 +167,7 @@ class MaskUnitAttention(nn.Module):
         if self.q_stride > 1:  # max-pool the queries: the stride is the leading block of each window
             q = max_over(q.view(B, nw * h, self.q_stride, L // self.q_stride, hd), 2)
         # [B, nw * h, Lq, hd] -> [B, Lq, nw, h, hd] -> [B, Lq * nw, dim_out]
-        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
+        return cpu_attention.attention(q, k, v).transpose(1, 2).reshape(B, -1, self.dim_out)
 
 
 class HieraBlock(nn.Module):
