@@ -29,6 +29,10 @@ Two paths, both chosen automatically by `Hiera.forward_tokens` (so `forward`, `f
   `fast_train.train_linear` (oneDNN forward and input gradient, MKL weight gradient) where measured faster,
   else ``F.linear``, and the MLP through `fast_train.train_mlp` (its big activation in reused memory).
 
+On both, and also in bf16 autocast training, the attention runs `cpu_attention.attention`: PyTorch's fused
+kernel or the plain softmax form, per shape, whichever measured faster here (the bf16 fused backward was
+3.4x slower than the plain form on an AMD Zen 4).
+
 What inference adds beyond the kernels, each measured on an Intel Xeon (AMX, 2 threads; BENCHMARKS.md):
 
 * qkv computed **head-major** (`head_major`, inference): mask-unit attention reads q, k and v as strided
