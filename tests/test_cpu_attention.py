@@ -156,3 +156,14 @@ def test_first_measurement_inside_gradient_checkpointing(form, reentrant):
     torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
     for a, b in zip(got, torch.autograd.grad(ref_out.sum(), (q, k, v, w))):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # PyTorch's vmap fallback for SDPA
+def test_empty_inputs_and_torch_func_take_the_fused_kernel(monkeypatch):
+    monkeypatch.setattr(cpu_attention, "MARGIN", 0.0)
+    out = cpu_attention.attention(*_qkv((0, 2, 16, 8), (0, 2, 16, 8)))
+    assert out.shape == (0, 2, 16, 8)
+    q, k, v = _qkv((3, 2, 16, 8), (3, 2, 16, 8))
+    batched = torch.func.vmap(cpu_attention.attention)(q, k, v)  # inside a transform: no measuring
+    torch.testing.assert_close(batched, F.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=1e-5)
+    assert _attention_keys() == []

@@ -10,10 +10,11 @@ Why a choice: PyTorch's CPU flash-attention kernel is not the faster one everywh
   whose attention is the plain form.
 * forward only, batch 8: bf16 144 vs 90 ms, fp32 118 vs 114 ms.
 
-Elsewhere the fused kernel can win. So, like the GEMMs (`cpu_kernels.choose`), the two are timed on the
-first call of each shape (forward only without grad, forward + backward with it) and the faster is cached
-for the process (and kept with the other choices: `cpu_kernels.export_choices`). The plain form must be
-`MARGIN` faster: the fused one keeps less memory and is PyTorch's default.
+On the Intel Xeon with AMX (BENCHMARKS.md, seventh session), the plain form forced everywhere was no faster
+for a training step and made the inference forward 5% slower. So, like the GEMMs (`cpu_kernels.choose`),
+the two are timed on the first call of each shape (forward only without grad, forward + backward with it)
+and the faster is cached for the process (and kept with the other choices: `cpu_kernels.export_choices`).
+The plain form must be `MARGIN` faster: the fused one keeps less memory and is PyTorch's default.
 
 Memory rule: the plain form makes (and, for the backward, keeps) the ``[..., L, Lk]`` probabilities,
 where the fused kernel keeps only the output and one value per row. It is a candidate only where that
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from hiera_video.models import cpu_kernels, fast
+from hiera_video.models.fast_train import _functorch_active
 
 __all__ = ["MARGIN", "attention", "plain_attention", "plain_allowed"]
 
@@ -53,12 +55,12 @@ def plain_allowed(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 
 def _applies(q: torch.Tensor) -> bool:
-    check = getattr(torch._C, "_are_functorch_transforms_active", None)  # (private; absent: assume active)
     return (
         q.device.type == "cpu"
+        and q.numel() > 0
         and fast.is_enabled()
         and not torch.compiler.is_compiling()
-        and not (True if check is None else check())
+        and not _functorch_active()
     )
 
 
