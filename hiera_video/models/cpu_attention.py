@@ -72,9 +72,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     if not (_applies(q) and plain_allowed(q, k)):
         return F.scaled_dot_product_attention(q, k, v)
     train = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    batch = max(1, q.numel() // (q.shape[-2] * q.shape[-1]))
-    key = ("attention", q.dtype, 1 << (batch - 1).bit_length(), q.shape[-2], k.shape[-2], q.shape[-1],
-           torch.get_num_threads(), train, torch.is_autocast_enabled("cpu"))
+    key = cpu_kernels.shape_key("attention", q, q.shape[-2], k.shape[-2], q.shape[-1], train,
+                                torch.is_autocast_enabled("cpu"))
     use = cpu_kernels.cached_choice(key)
     if use is None:
         if not train:  # time the calls themselves; the winner's output is the result
@@ -91,13 +90,12 @@ def _measure_training(key: tuple, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     Pass-through saved-tensor hooks shield the measuring from the caller's: inside gradient checkpointing
     (`torch.utils.checkpoint`, non-reentrant), the checkpoint's hooks would count the measurement's saved
     tensors, which its recomputation (the choice then cached) does not save again."""
-    inputs = [t.detach() for t in (q, k, v)]
     gen = torch.Generator().manual_seed(0)  # a private generator: measuring must not move the global RNG
     grad = torch.randn(q.shape[:-1] + v.shape[-1:], generator=gen)
 
     def timed(fn):
         def run() -> None:
-            leaves = [t.requires_grad_() for t in (x.detach() for x in inputs)]
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             with torch.enable_grad():
                 out = fn(*leaves)
                 torch.autograd.grad(out, leaves, grad.to(out.dtype))
