@@ -46,6 +46,11 @@ def test_arm_linux_is_named_from_its_part_ids():
 
 
 def _fake_os(monkeypatch, system: str, machine: str, processor: str = "") -> None:
+    """Pretend to be another machine: its OS answers, and none of this process's ISA caps (the suite may
+    run under `.ci/run`'s AVX2 caps, which the faked machine does not have)."""
+    for var in cpu_features.CAP_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+
     def no_proc(self, *a, **k):
         raise FileNotFoundError(self)
 
